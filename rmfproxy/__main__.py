@@ -1,0 +1,3 @@
+from rmfproxy.cli import main
+
+raise SystemExit(main())
