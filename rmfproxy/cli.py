@@ -1,0 +1,210 @@
+"""Command line: run, check, sim, fault, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+from rmfproxy import __version__
+from rmfproxy.config import ConfigError, load_config
+from rmfproxy.log import configure_logging
+
+
+def _size(value: str) -> tuple[int, int]:
+    w, _, h = value.lower().partition("x")
+    if not (w.isdigit() and h.isdigit()) or int(w) < 16 or int(h) < 16:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {value!r}")
+    return int(w), int(h)
+
+
+def _recorder(value: str) -> tuple[str, int]:
+    name, _, port = value.partition(":")
+    if not name or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"recorder must be NAME:PORT, got {value!r}")
+    return name, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    p = argparse.ArgumentParser(prog="rmfproxy", description=__doc__)
+    p.add_argument("--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve every configured camera")
+    run.add_argument("--config", required=True, help="YAML configuration file")
+
+    check = sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("--config", required=True, help="YAML configuration file")
+
+    sim = sub.add_parser("sim", help="simulated cameras served by simulated recorders")
+    add_sim_arguments(sim)
+
+    fault = sub.add_parser("fault", help="inject a fault into a running 'rmfproxy sim'")
+    fault.add_argument("--control", default="127.0.0.1:8600", help="the sim's control HOST:PORT")
+    fault.add_argument("recorder")
+    fault.add_argument(
+        "fault",
+        help="close, freeze, unfreeze, stall, unstall, delay, drop, corrupt, restart, clear",
+    )
+    fault.add_argument(
+        "value",
+        nargs="?",
+        type=float,
+        default=0.0,
+        help="seconds (delay, restart) or fraction (drop, corrupt)",
+    )
+
+    demo = sub.add_parser("demo", help="simulated recorders, the proxy, and a URL to watch")
+    demo.add_argument("--port", type=int, default=8554, help="proxy RTSP port")
+    demo.add_argument("--size", type=_size, default=(640, 360))
+    demo.add_argument("--codec", choices=["h264", "h265"], default="h264")
+    return p
+
+
+def add_sim_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``sim`` and the tests' simulator launcher."""
+    p.add_argument(
+        "--recorder",
+        action="append",
+        type=_recorder,
+        default=None,
+        help="NAME:PORT of a simulated recorder (repeatable; default r1:8601 r2:8602)",
+    )
+    p.add_argument(
+        "--camera",
+        action="append",
+        default=None,
+        help="camera id served by every recorder (repeatable; default lobby)",
+    )
+    p.add_argument("--codec", choices=["h264", "h265"], default="h264")
+    p.add_argument("--size", type=_size, default=(640, 360), help="WIDTHxHEIGHT")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--gop", type=int, default=25, help="frames between keyframes")
+    p.add_argument("--bitrate", type=int, default=1_000_000, help="bits per second")
+    p.add_argument("--seconds", type=float, default=8.0, help="length of the looped clip")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="recorder NAME that serves a differently encoded copy (repeatable)",
+    )
+    p.add_argument(
+        "--control",
+        default="127.0.0.1:8600",
+        help="HOST:PORT of the HTTP fault-control API ('' to disable)",
+    )
+
+
+def _run_async(factory: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await factory(stop)
+
+    return uvloop.run(main())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a configuration; print every problem with its field."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    sources = sum(len(c.sources) for c in cfg.cameras.values())
+    print(
+        f"ok: {len(cfg.cameras)} camera(s), {sources} source(s), "
+        f"rtsp {cfg.rtsp.listen}, api {cfg.api.listen}"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the proxy until SIGINT/SIGTERM."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    configure_logging(cfg.log.format, cfg.log.level)
+    from rmfproxy.relay.proxy import Proxy
+
+    async def run(stop: asyncio.Event) -> int:
+        proxy = Proxy(cfg)
+        await proxy.start()
+        try:
+            await stop.wait()
+        finally:
+            await proxy.stop()
+        return 0
+
+    return _run_async(run)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Run simulated recorders until SIGINT/SIGTERM."""
+    configure_logging("auto", "info")
+    from rmfproxy.sim.runner import SimSpec, run_sim
+
+    spec = SimSpec.from_args(args)
+
+    async def run(stop: asyncio.Event) -> int:
+        await run_sim(spec, stop, announce=print)
+        return 0
+
+    return _run_async(run)
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    """Send one fault to a running simulator."""
+    body = json.dumps({"recorder": args.recorder, "fault": args.fault, "value": args.value})
+    req = urllib.request.Request(
+        f"http://{args.control}/fault",
+        data=body.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            print(resp.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"fault refused: {exc.read().decode()}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot reach the simulator at {args.control}: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Simulated recorders plus the proxy in one process."""
+    configure_logging("console", "warning")
+    from rmfproxy.sim.demo import run_demo
+
+    async def run(stop: asyncio.Event) -> int:
+        await run_demo(stop, port=args.port, size=args.size, codec=args.codec)
+        return 0
+
+    return _run_async(run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rmfproxy`` console script."""
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run,
+        "check": cmd_check,
+        "sim": cmd_sim,
+        "fault": cmd_fault,
+        "demo": cmd_demo,
+    }
+    return handlers[args.command](args)

@@ -1,0 +1,264 @@
+"""Typed configuration loaded from YAML, with errors that name the field.
+
+The loader never accepts an inline secret: passwords come from an environment
+variable (``password_env``) or a file (``password_file``) and are resolved at
+load time into :class:`Secret` values whose ``repr`` hides them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``problems`` lists ``(field, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {where}: {what}" for where, what in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A resolved secret value; never printed."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "***"
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8554")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Credentials(_Model):
+    """Where a password comes from: an environment variable or a file, never inline."""
+
+    password_env: str | None = None
+    password_file: Path | None = None
+    password: str | None = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _no_inline_password(self) -> _Credentials:
+        if self.password is not None:
+            raise ValueError(
+                "inline passwords are not accepted: use password_env (an environment "
+                "variable name) or password_file (a path)"
+            )
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+    def resolve_password(self) -> Secret | None:
+        """Read the password from its environment variable or file."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return Secret(value)
+        if self.password_file is not None:
+            try:
+                return Secret(self.password_file.read_text().rstrip("\r\n"))
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read password file {self.password_file}: {exc.strerror}"
+                ) from None
+        return None
+
+
+class SourceConfig(_Credentials):
+    """One recorder serving this camera."""
+
+    url: str
+    name: str | None = None
+    transport: Literal["tcp", "udp"] = "tcp"
+    username: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _rtsp_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+            raise ValueError("must be an rtsp:// URL with a host")
+        if parts.password:
+            raise ValueError(
+                "URL carries a password: put the user in 'username' and the password "
+                "in password_env or password_file"
+            )
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError:
+            raise ValueError("URL has an invalid port") from None
+        return v
+
+
+class CameraConfig(_Model):
+    """One camera: its sources in priority order (first = primary)."""
+
+    sources: list[SourceConfig] = Field(min_length=1)
+    stall_timeout: float = Field(default=0.5, gt=0, le=60)
+    stall_timeout_max: float = Field(default=2.0, gt=0, le=120)
+    failback_hold: float = Field(default=10.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> CameraConfig:
+        names = [s.name for s in self.sources if s.name is not None]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    def source_name(self, index: int) -> str:
+        """The source's configured name, or its host:port."""
+        src = self.sources[index]
+        if src.name:
+            return src.name
+        parts = urlsplit(src.url)
+        return f"{parts.hostname}:{parts.port or 554}"
+
+
+class UserConfig(_Credentials):
+    """A client account for the RTSP server."""
+
+    name: str = Field(min_length=1, max_length=64)
+    cameras: list[str] | Literal["*"] = "*"
+
+
+class RtspConfig(_Model):
+    """The client-facing RTSP server."""
+
+    listen: HostPort = "127.0.0.1:8554"
+    session_timeout: int = Field(default=60, ge=5, le=3600)
+    realm: str = "rmfproxy"
+    users: list[UserConfig] = Field(default_factory=list)
+    client_buffer_bytes: int = Field(default=4 << 20, ge=64 << 10, le=256 << 20)
+    udp_rtp_port: int = Field(default=0, ge=0, le=65534)
+
+
+class ApiConfig(_Model):
+    """The admin HTTP listener."""
+
+    listen: HostPort = "127.0.0.1:9100"
+
+
+class LogConfig(_Model):
+    """Logging: JSON for production, console for a terminal."""
+
+    format: Literal["json", "console", "auto"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Model):
+    """The whole rmfproxy configuration file."""
+
+    rtsp: RtspConfig = Field(default_factory=RtspConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    cameras: dict[str, CameraConfig] = Field(min_length=1)
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids(cls, v: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        for cam_id in v:
+            if not _CAMERA_ID.match(str(cam_id)):
+                raise ValueError(
+                    f"camera id {cam_id!r} must be 1-64 characters of letters, digits, "
+                    "'_', '.', '-' (it becomes the URL path)"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _user_cameras_exist(self) -> Config:
+        for user in self.rtsp.users:
+            if user.cameras != "*":
+                unknown = [c for c in user.cameras if c not in self.cameras]
+                if unknown:
+                    raise ValueError(f"user {user.name!r} lists unknown cameras: {unknown}")
+        names = [u.name for u in self.rtsp.users]
+        if len(set(names)) != len(names):
+            raise ValueError("user names must be unique")
+        return self
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_config(data: Any) -> Config:
+    """Validate already-loaded YAML data; raises :class:`ConfigError` naming every field."""
+    if not isinstance(data, dict):
+        raise ConfigError([("(top level)", "the file must hold a mapping with 'cameras'")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            problems.append((_where(err["loc"]), msg))
+        raise ConfigError(problems) from None
+    problems = []
+    for cam_id, cam in cfg.cameras.items():
+        for i, src in enumerate(cam.sources):
+            try:
+                src.resolve_password()
+            except ValueError as exc:
+                problems.append((f"cameras.{cam_id}.sources.{i}", str(exc)))
+    for i, user in enumerate(cfg.rtsp.users):
+        try:
+            if user.resolve_password() is None:
+                problems.append((f"rtsp.users.{i}", "needs password_env or password_file"))
+        except ValueError as exc:
+            problems.append((f"rtsp.users.{i}", str(exc)))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError([(where, f"YAML syntax: {problem}")]) from None
+    return parse_config(data)

@@ -1,0 +1,175 @@
+"""The RTSP server: listener, session registry, shared UDP ports and session expiry.
+
+Used twice: by the proxy (paths are cameras, streams are relay feeds) and by
+the simulator (paths are simulated cameras on a simulated recorder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+
+import structlog
+
+from rmfproxy.serve.access import AccessControl
+from rmfproxy.serve.connection import RtspConnection
+from rmfproxy.serve.session import ClientSession, State
+from rmfproxy.serve.stream import MediaStream
+
+log = structlog.get_logger(__name__)
+
+
+class _RtcpReceiver(asyncio.DatagramProtocol):
+    """Receives clients' RTCP over UDP: receiver reports keep sessions alive."""
+
+    def __init__(self, server: RtspServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        session = self.server.udp_peers.get(addr[:2])
+        if session is not None:
+            session.touch()
+
+
+class RtspServer:
+    """Serves the paths that ``resolve`` knows, over RTSP on TCP, with RTP over TCP or UDP."""
+
+    def __init__(
+        self,
+        resolve: Callable[[str], MediaStream | None],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        session_timeout: int = 60,
+        access: AccessControl | None = None,
+        client_buffer_bytes: int = 4 << 20,
+        udp_rtp_port: int = 0,
+        name: str = "rmfproxy",
+    ) -> None:
+        self.resolve = resolve
+        self.host = host
+        self.requested_port = port
+        self.session_timeout = session_timeout
+        self.access = access
+        self.client_buffer_bytes = client_buffer_bytes
+        self.udp_rtp_port = udp_rtp_port
+        self.name = name
+        self.sessions: dict[str, ClientSession] = {}
+        self.connections: set[RtspConnection] = set()
+        self.udp_peers: dict[tuple[str, int], ClientSession] = {}
+        self.udp_rtp: asyncio.DatagramTransport | None = None
+        self.udp_rtcp: asyncio.DatagramTransport | None = None
+        self.udp_ports: tuple[int, int] | None = None
+        self.fault_stall_rtsp = False
+        """Simulator fault: read requests and never answer them."""
+        self._server: asyncio.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful when constructed with port 0)."""
+        assert self._server is not None, "server not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def url(self, path: str) -> str:
+        """The client URL of ``path`` on this server."""
+        return f"rtsp://{self.host}:{self.port}/{path}"
+
+    async def start(self) -> None:
+        """Bind the TCP listener and the UDP port pair; start expiring sessions."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RtspConnection(self), self.host, self.requested_port, reuse_address=True
+        )
+        await self._bind_udp()
+        self._reaper = asyncio.create_task(self._expire_sessions(), name="rtsp-session-reaper")
+        log.info(
+            "rtsp.listening",
+            server=self.name,
+            host=self.host,
+            port=self.port,
+            udp_ports=self.udp_ports,
+        )
+
+    async def _bind_udp(self) -> None:
+        """Bind an even RTP port and the next odd one for RTCP (RFC 3550 §11)."""
+        loop = asyncio.get_running_loop()
+        for _ in range(64):
+            rtp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp_sock.bind((self.host, self.udp_rtp_port))
+                port = rtp_sock.getsockname()[1]
+                if port % 2:
+                    raise OSError("odd port")
+                rtcp_sock.bind((self.host, port + 1))
+            except OSError:
+                rtp_sock.close()
+                rtcp_sock.close()
+                if self.udp_rtp_port:
+                    log.warning("rtsp.udp_unavailable", port=self.udp_rtp_port)
+                    return
+                continue
+            rtp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            self.udp_rtp, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, sock=rtp_sock
+            )
+            self.udp_rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _RtcpReceiver(self), sock=rtcp_sock
+            )
+            self.udp_ports = (port, port + 1)
+            return
+
+    async def _expire_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.expired(now):
+                    self.close_session(session, "session-timeout")
+
+    def close_session(self, session: ClientSession, reason: str) -> None:
+        """End a session: detach its sink and forget it (idempotent)."""
+        if session.state is State.CLOSED:
+            return
+        session.state = State.CLOSED
+        if session.sink is not None:
+            session.stream.detach(session.sink)
+            session.sink.closed = True
+        self.sessions.pop(session.id, None)
+        for addr, s in list(self.udp_peers.items()):
+            if s is session:
+                del self.udp_peers[addr]
+        if reason == "client-stalled":
+            for conn in self.connections:
+                if conn.id == session.connection_id and conn.transport is not None:
+                    conn.transport.abort()
+        log.info("rtsp.session_closed", camera=session.path, session=session.id[:6], reason=reason)
+
+    def close_connections(self) -> None:
+        """Abort every client connection (simulator fault, shutdown)."""
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def close(self) -> None:
+        """Stop listening, end every session and connection."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions.values()):
+            self.close_session(session, "server-shutdown")
+        self.close_connections()
+        if self._server is not None:
+            await self._server.wait_closed()
+        for t in (self.udp_rtp, self.udp_rtcp):
+            if t is not None:
+                t.close()
+        self.udp_rtp = self.udp_rtcp = None
+        await asyncio.sleep(0)

@@ -1,0 +1,123 @@
+"""A client's receiving end: RTP/RTCP over the RTSP TCP connection or over UDP.
+
+The bounded queue of a TCP client is its transport's write buffer: when it
+holds more than ``limit`` bytes the client has fallen behind; it then skips
+everything until the next keyframe (and until its buffer has drained below
+half the limit), so it resumes on a decodable picture. A client that stays
+over the limit for ``stall_drop_seconds`` is disconnected. Other clients never
+wait for it: nothing here blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_INTERLEAVED = struct.Struct(">cBH")
+
+
+@dataclass(slots=True)
+class TcpTrack:
+    """A track sent interleaved on the RTSP connection (RFC 2326 §10.12)."""
+
+    rtp_channel: int
+    rtcp_channel: int
+
+
+@dataclass(slots=True)
+class UdpTrack:
+    """A track sent over UDP unicast to the client's ports."""
+
+    rtp_addr: tuple[str, int]
+    rtcp_addr: tuple[str, int]
+
+
+class ClientSink:
+    """Delivers one client session's packets; implements ``MediaSink``."""
+
+    def __init__(
+        self,
+        *,
+        tcp: asyncio.Transport | None,
+        udp_rtp: asyncio.DatagramTransport | None,
+        udp_rtcp: asyncio.DatagramTransport | None,
+        tracks: dict[int, TcpTrack | UdpTrack],
+        limit: int,
+        on_close: Callable[[str], None],
+        stall_drop_seconds: float = 10.0,
+    ) -> None:
+        self._tcp = tcp
+        self._udp_rtp = udp_rtp
+        self._udp_rtcp = udp_rtcp
+        self.tracks = tracks
+        self.limit = limit
+        self.stall_drop_seconds = stall_drop_seconds
+        self._on_close = on_close
+        self.skipping = True  # a new client starts on a keyframe
+        self._over_since: float | None = None
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.packets_dropped = 0
+        self.skips = 0
+        self.closed = False
+
+    def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
+        """Send an RTP packet unless the client is behind; see the module docstring."""
+        dest = self.tracks.get(track)
+        if dest is None or self.closed:
+            return
+        tcp = self._tcp
+        if self.skipping:
+            if not keyframe_start or (
+                tcp is not None and tcp.get_write_buffer_size() > self.limit // 2
+            ):
+                self.packets_dropped += 1
+                self._check_stalled(tcp)
+                return
+            self.skipping = False
+            self._over_since = None
+        if isinstance(dest, TcpTrack):
+            assert tcp is not None
+            if tcp.get_write_buffer_size() > self.limit:
+                self.skipping = True
+                self.skips += 1
+                self.packets_dropped += 1
+                self._check_stalled(tcp)
+                return
+            tcp.write(_INTERLEAVED.pack(b"$", dest.rtp_channel, len(packet)) + packet)
+        else:
+            assert self._udp_rtp is not None
+            self._udp_rtp.sendto(packet, dest.rtp_addr)
+        self.packets_sent += 1
+        self.bytes_sent += len(packet)
+
+    def _check_stalled(self, tcp: asyncio.Transport | None) -> None:
+        if tcp is None or tcp.get_write_buffer_size() <= self.limit:
+            self._over_since = None
+            return
+        now = time.monotonic()
+        if self._over_since is None:
+            self._over_since = now
+        elif now - self._over_since > self.stall_drop_seconds:
+            self.close("client-stalled")
+
+    def deliver_rtcp(self, track: int, packet: bytes) -> None:
+        """Send an RTCP packet (skipped while the client is behind)."""
+        dest = self.tracks.get(track)
+        if dest is None or self.closed or self.skipping:
+            return
+        if isinstance(dest, TcpTrack):
+            assert self._tcp is not None
+            if self._tcp.get_write_buffer_size() <= self.limit:
+                self._tcp.write(_INTERLEAVED.pack(b"$", dest.rtcp_channel, len(packet)) + packet)
+        elif self._udp_rtcp is not None:
+            self._udp_rtcp.sendto(packet, dest.rtcp_addr)
+
+    def close(self, reason: str) -> None:
+        """Stop delivering; the owning session decides what else to tear down."""
+        if not self.closed:
+            self.closed = True
+            self._on_close(reason)

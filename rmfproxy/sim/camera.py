@@ -1,0 +1,194 @@
+"""A simulated camera as one recorder serves it: a pre-encoded clip played on a wall-clock grid.
+
+Frame ``n`` of every camera is sent at Unix time ``n / fps``, so two recorders
+serving the same camera deliver identical access units at the same moments,
+as two recorders relaying one camera would; each has its own SSRC, sequence
+and timestamp bases. Every access unit carries a marker NAL with the frame
+counter ``n`` and its nominal capture time, rewritten at send time, so tests
+count lost and repeated frames exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+
+from rmfproxy.rtp import h264, h265, rtcp
+from rmfproxy.rtp import packet as rtp
+from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.fanout import Fanout
+from rmfproxy.serve.stream import MediaSink, TrackStart
+from rmfproxy.sim.encoder import EncodedClip
+from rmfproxy.sim.marker import make_marker_nal
+
+PAYLOAD_TYPE = 96
+CLOCK_RATE = 90000
+
+
+@dataclass
+class Faults:
+    """Faults a simulated recorder applies to everything it sends."""
+
+    frozen: bool = False
+    """RTP stops; the RTSP connection stays open."""
+    drop: float = 0.0
+    """Fraction of RTP packets dropped."""
+    corrupt: float = 0.0
+    """Fraction of RTP packets whose payload bytes are scrambled."""
+    delay: float = 0.0
+    """Seconds added before each frame is sent."""
+    jitter: float = 0.0
+    """Random extra delay per frame, uniform in [0, jitter] seconds."""
+
+
+class SimCamera:
+    """Serves one encoded clip as a live camera; implements ``MediaStream``."""
+
+    def __init__(
+        self,
+        path: str,
+        clip: EncodedClip,
+        faults: Faults | None = None,
+        *,
+        rng: random.Random | None = None,
+        mtu: int = 1400,
+    ) -> None:
+        self.path = path
+        self.clip = clip
+        self.faults = faults or Faults()
+        self._rng = rng or random.Random()
+        self._ssrc = self._rng.getrandbits(32)
+        self._seq = self._rng.getrandbits(16)
+        self._ts_base = self._rng.getrandbits(32)
+        self._packetize = h264.packetize if clip.codec == "h264" else h265.packetize
+        self.mtu = mtu
+        self.fanout = Fanout(tracks=1, video_track=0)
+        self.frames_sent = 0
+        self._octets = 0
+        self._packets = 0
+        self._task: asyncio.Task[None] | None = None
+        self._last_sr = 0.0
+
+    # MediaStream -------------------------------------------------------------
+
+    def sdp(self) -> SessionDescription:
+        """The camera's SDP: one video track, dynamic payload type 96, 90 kHz."""
+        enc = "H264" if self.clip.codec == "h264" else "H265"
+        text = (
+            "v=0\r\n"
+            f"o=- {self._ssrc} 1 IN IP4 127.0.0.1\r\n"
+            f"s=rmfproxy sim {self.path}\r\n"
+            "c=IN IP4 0.0.0.0\r\n"
+            "t=0 0\r\n"
+            "a=control:*\r\n"
+            "a=range:npt=now-\r\n"
+            f"m=video 0 RTP/AVP {PAYLOAD_TYPE}\r\n"
+            f"a=rtpmap:{PAYLOAD_TYPE} {enc}/{CLOCK_RATE}\r\n"
+            f"a=fmtp:{PAYLOAD_TYPE} {self.clip.sdp_fmtp(PAYLOAD_TYPE)}\r\n"
+            f"a=framerate:{self.clip.fps}\r\n"
+            "a=control:trackID=0\r\n"
+        )
+        return SessionDescription.parse(text)
+
+    def ssrc(self, track: int) -> int:
+        """The SSRC this recorder uses for the camera."""
+        return self._ssrc
+
+    def start_points(self) -> dict[int, TrackStart]:
+        """Where a client attached now starts (the buffered GOP)."""
+        return self.fanout.start_points()
+
+    def attach(self, sink: MediaSink) -> None:
+        """Add a client."""
+        self.fanout.attach(sink)
+
+    def detach(self, sink: MediaSink) -> None:
+        """Remove a client."""
+        self.fanout.detach(sink)
+
+    # playing -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the wall-clock frame loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"sim-camera-{self.path}")
+
+    async def stop(self) -> None:
+        """Stop the frame loop and drop every client."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.fanout.close_all("camera-stopped")
+
+    async def _run(self) -> None:
+        fps = self.clip.fps
+        n = int(time.time() * fps) + 1
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = n / fps - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -1.0:
+                n = int(time.time() * fps)  # fell far behind (suspended): skip ahead
+            f = self.faults
+            if not f.frozen:
+                extra = f.delay + (self._rng.uniform(0, f.jitter) if f.jitter else 0.0)
+                packets = self._frame_packets(n)
+                if extra > 0:
+                    loop.call_later(extra, self._send, packets)
+                else:
+                    self._send(packets)
+                self._maybe_send_sr(n)
+            n += 1
+
+    def _frame_packets(self, n: int) -> list[tuple[bytearray, bool]]:
+        """RTP packets of frame ``n``: (packet, starts-a-keyframe)."""
+        clip = self.clip
+        au = clip.access_units[n % len(clip.access_units)]
+        nals = list(au.nals)
+        nals[au.marker_index] = make_marker_nal(clip.codec, n, n * 1_000_000 // clip.fps)
+        payloads = self._packetize(nals, self.mtu)
+        ts = (self._ts_base + n * CLOCK_RATE // clip.fps) & 0xFFFFFFFF
+        out = []
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            pkt = bytearray(rtp.build(PAYLOAD_TYPE, self._seq, ts, self._ssrc, payload, i == last))
+            self._seq = (self._seq + 1) & 0xFFFF
+            out.append((pkt, au.keyframe and i == 0))
+        return out
+
+    def _send(self, packets: list[tuple[bytearray, bool]]) -> None:
+        f = self.faults
+        rng = self._rng
+        for pkt, key in packets:
+            if f.drop and rng.random() < f.drop:
+                continue
+            if f.corrupt and rng.random() < f.corrupt:
+                for _ in range(4):
+                    i = rng.randrange(12, len(pkt))
+                    pkt[i] = rng.getrandbits(8)
+            self._packets += 1
+            self._octets += len(pkt) - 12
+            self.fanout.send_rtp(0, pkt, key)
+        self.frames_sent += 1
+
+    def _maybe_send_sr(self, n: int) -> None:
+        now = time.time()
+        if now - self._last_sr < 1.0:
+            return
+        self._last_sr = now
+        ts = (self._ts_base + int(now * CLOCK_RATE)) & 0xFFFFFFFF
+        sr = rtcp.build_sender_report(
+            self._ssrc,
+            rtcp.ntp_from_unix(now),
+            ts,
+            self._packets,
+            self._octets,
+            cname=f"sim-{self.path}",
+        )
+        self.fanout.send_rtcp(0, sr)

@@ -1,0 +1,83 @@
+"""Shared pieces of the end-to-end tests: a simulator plus a proxy on loopback, port 0."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from rmfproxy.config import parse_config
+from rmfproxy.relay.proxy import Proxy
+from rmfproxy.sim.runner import SimCluster, SimSpec
+
+
+@asynccontextmanager
+async def relay(
+    codec: Literal["h264", "h265"] = "h264",
+    cameras: tuple[str, ...] = ("lobby",),
+    rtsp: dict[str, Any] | None = None,
+    **spec: Any,
+) -> AsyncIterator[tuple[SimCluster, Proxy]]:
+    """Two simulated recorders serving ``cameras`` and a proxy relaying them."""
+    sim_spec = SimSpec(recorders=[("r1", 0), ("r2", 0)], cameras=list(cameras), codec=codec, **spec)
+    async with SimCluster(sim_spec) as sim:
+        cfg = parse_config(
+            {
+                "rtsp": {"listen": "127.0.0.1:0", **(rtsp or {})},
+                "cameras": {
+                    cam: {
+                        "sources": [
+                            {"url": sim.url("r1", cam), "name": "r1"},
+                            {"url": sim.url("r2", cam), "name": "r2"},
+                        ]
+                    }
+                    for cam in cameras
+                },
+            }
+        )
+        proxy = Proxy(cfg)
+        await proxy.start()
+        try:
+            await wait_ready(proxy, cameras)
+            yield sim, proxy
+        finally:
+            await proxy.stop()
+
+
+async def wait_ready(proxy: Proxy, cameras: tuple[str, ...], limit: float = 10.0) -> None:
+    """Until every camera has an active source and has buffered a keyframe."""
+    async with asyncio.timeout(limit):
+        while not all(  # noqa: ASYNC110 - polling feed state, no event to wait on
+            proxy.feeds[c].active is not None and proxy.feeds[c].start_points() for c in cameras
+        ):
+            await asyncio.sleep(0.05)
+
+
+async def rtsp_exchange(
+    port: int,
+    request: bytes,
+    reader_writer: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw request, read one response: (status, headers lower-cased, body)."""
+    if reader_writer is None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    else:
+        reader, writer = reader_writer
+    writer.write(request)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    body = b""
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    if reader_writer is None:
+        writer.close()
+        await writer.wait_closed()
+    return status, headers, body
