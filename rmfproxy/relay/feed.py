@@ -24,6 +24,7 @@ import structlog
 
 from rmfproxy.relay.rewriter import Rewriter
 from rmfproxy.rtp import h264, h265, rtcp
+from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.fanout import Fanout
 from rmfproxy.serve.stream import MediaSink, TrackStart
@@ -137,7 +138,7 @@ class Feed:
         self._sdp: SessionDescription | None = None
         self._formats: list[TrackFormat] = []
         self._rewriters: list[Rewriter] = []
-        self._keyframe: list[Callable[[memoryview], bool] | None] = []
+        self._keyframe: list[KeyframeTracker | None] = []
         self.video_track: int | None = None
         self.fanout: Fanout | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -243,9 +244,9 @@ class Feed:
         self._keyframe = []
         for i, f in enumerate(formats):
             if f.media == "video" and f.encoding == "H264":
-                self._keyframe.append(h264.starts_keyframe)
+                self._keyframe.append(h264.keyframe_tracker())
             elif f.media == "video" and f.encoding in ("H265", "HEVC"):
-                self._keyframe.append(h265.starts_keyframe)
+                self._keyframe.append(h265.keyframe_tracker())
             else:
                 self._keyframe.append(None)
             if f.media == "video" and self.video_track is None:
@@ -264,9 +265,9 @@ class Feed:
             self.dropped_packets += 1
             return
         self._rewriters[track].rewrite(data, now)
-        detect = self._keyframe[track]
+        tracker = self._keyframe[track]
         key = False
-        if detect is not None:
+        if tracker is not None:
             offset = 12 + 4 * (data[0] & 0x0F)
             if data[0] & 0x10:
                 if len(data) < offset + 4:
@@ -276,7 +277,7 @@ class Feed:
             if offset >= len(data):
                 self.dropped_packets += 1
                 return
-            key = detect(memoryview(data)[offset:])
+            key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
         assert self.fanout is not None
         self.fanout.send_rtp(track, data, key)
 

@@ -1,0 +1,385 @@
+"""RTSP messages and the parser of one TCP byte stream (RFC 2326 §4, §6, §7, §10.12).
+
+One connection carries requests, responses and interleaved binary frames
+(``$``, channel, 16-bit length, payload). :class:`StreamParser` splits them
+without I/O: ``feed()`` bytes in, frames go straight to a callback (the hot
+path: no event object per packet), messages come out of ``next_event()``.
+Every length is capped; garbage is skipped until the stream realigns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from rmfproxy.rtsp.errors import ParseError
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    201: "Created",
+    250: "Low on Storage Space",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Large",
+    415: "Unsupported Media Type",
+    451: "Parameter Not Understood",
+    453: "Not Enough Bandwidth",
+    454: "Session Not Found",
+    455: "Method Not Valid in This State",
+    457: "Invalid Range",
+    459: "Aggregate Operation Not Allowed",
+    460: "Only Aggregate Operation Allowed",
+    461: "Unsupported Transport",
+    462: "Destination Unreachable",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "RTSP Version Not Supported",
+    551: "Option not supported",
+}
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_VERSION = b"RTSP/1.0"
+
+
+class Headers:
+    """Ordered, case-insensitive multi-map of header fields."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        if items is not None:
+            pairs = items.items() if isinstance(items, Mapping) else items
+            for k, v in pairs:
+                self.add(k, v)
+
+    @staticmethod
+    def _check(name: str, value: str) -> None:
+        if not name or any(c in name for c in "\r\n:") or "\r" in value or "\n" in value:
+            raise ValueError("header names and values must not contain CR, LF (or ':' in names)")
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field (keeps earlier ones with the same name)."""
+        value = str(value)
+        self._check(name, value)
+        self._items.append((name, value))
+
+    def __setitem__(self, name: str, value: str) -> None:
+        value = str(value)
+        self._check(name, value)
+        low = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != low]
+        self._items.append((name, value))
+
+    def __getitem__(self, name: str) -> str:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return v
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        low = name.lower()
+        for k, v in self._items:
+            if k.lower() == low:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order."""
+        low = name.lower()
+        return [v for k, v in self._items if k.lower() == low]
+
+    def __delitem__(self, name: str) -> None:
+        low = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != low]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def items(self) -> list[tuple[str, str]]:
+        """All fields in order."""
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __repr__(self) -> str:
+        # Never print credentials.
+        shown = [
+            (k, "<redacted>" if k.lower() in ("authorization", "proxy-authorization") else v)
+            for k, v in self._items
+        ]
+        return f"Headers({shown!r})"
+
+
+def _serialize_head(start: str, headers: Headers, body: bytes) -> bytes:
+    lines = [start]
+    has_length = False
+    for k, v in headers.items():
+        if k.lower() == "content-length":
+            has_length = True
+            v = str(len(body))
+        lines.append(f"{k}: {v}")
+    if body and not has_length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+def _cseq(headers: Headers) -> int | None:
+    v = headers.get("CSeq")
+    if v is None:
+        return None
+    v = v.strip()
+    return int(v) if v.isdigit() and len(v) <= 10 else None
+
+
+@dataclass
+class Request:
+    """An RTSP request."""
+
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    def serialize(self) -> bytes:
+        """The request on the wire (Content-Length added for a body)."""
+        if not _TOKEN.match(self.method.encode()) or any(c in self.uri for c in " \r\n"):
+            raise ValueError("bad method or URI")
+        return _serialize_head(f"{self.method} {self.uri} RTSP/1.0", self.headers, self.body)
+
+    @property
+    def cseq(self) -> int | None:
+        """The CSeq header as a number, if valid."""
+        return _cseq(self.headers)
+
+
+@dataclass
+class Response:
+    """An RTSP response."""
+
+    status: int
+    reason: str = ""
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            self.reason = REASONS.get(self.status, "Unknown")
+
+    def serialize(self) -> bytes:
+        """The response on the wire (Content-Length added for a body)."""
+        return _serialize_head(f"RTSP/1.0 {self.status} {self.reason}", self.headers, self.body)
+
+    @property
+    def cseq(self) -> int | None:
+        """The CSeq header as a number, if valid."""
+        return _cseq(self.headers)
+
+
+Event = Request | Response | ParseError
+
+
+class StreamParser:
+    """Splits one RTSP connection's byte stream into messages and interleaved frames."""
+
+    def __init__(
+        self,
+        on_frame: Callable[[int, bytearray], None],
+        *,
+        max_header_bytes: int = 16384,
+        max_body_bytes: int = 1 << 20,
+    ) -> None:
+        self._on_frame = on_frame
+        self._max_header = max_header_bytes
+        self._max_body = max_body_bytes
+        self._buf = bytearray()
+        self._pos = 0
+        self._events: list[Event] = []
+        self._skip_body = 0
+        self._discarding_head = False
+        self.garbage_bytes = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes; frames are delivered now, messages queue for ``next_event``."""
+        self._buf += data
+        self._process()
+
+    def next_event(self) -> Event | None:
+        """The next complete message (or a ``ParseError`` for a malformed one), or None."""
+        if self._events:
+            return self._events.pop(0)
+        return None
+
+    def _process(self) -> None:
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        while pos < n:
+            if self._skip_body:
+                take = min(self._skip_body, n - pos)
+                self._skip_body -= take
+                pos += take
+                continue
+            if self._discarding_head:
+                end = buf.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    pos = max(pos, n - 3)
+                    break
+                pos = end + 4
+                self._discarding_head = False
+                continue
+            c = buf[pos]
+            if c == 0x24:  # '$': interleaved frame (RFC 2326 §10.12)
+                if n - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                if n - pos < 4 + length:
+                    break
+                self._on_frame(buf[pos + 1], buf[pos + 4 : pos + 4 + length])
+                pos += 4 + length
+                continue
+            if not self._plausible_start(buf, pos, n):
+                # Garbage: skip to the next '$' or line start that could begin a message.
+                nxt = self._resync(buf, pos + 1, n)
+                self.garbage_bytes += nxt - pos
+                pos = nxt
+                continue
+            consumed = self._message(buf, pos, n)
+            if consumed == 0:
+                break
+            pos += consumed
+        # Compact once the consumed prefix is large.
+        if pos >= n:
+            buf.clear()
+            pos = 0
+        elif pos > 65536:
+            del buf[:pos]
+            pos = 0
+        self._pos = pos
+
+    @staticmethod
+    def _plausible_start(buf: bytearray, pos: int, n: int) -> bool:
+        """Could a request or response start here? (Needs only the first few bytes.)"""
+        if buf[pos] in (0x0D, 0x0A):
+            return False
+        # Check the first token up to the first space (or what we have so far).
+        end = min(n, pos + 32)
+        chunk = bytes(buf[pos:end])
+        sp = chunk.find(b" ")
+        token = chunk if sp < 0 else chunk[:sp]
+        if sp < 0 and len(chunk) >= 32:
+            return False
+        if not token:
+            return False
+        if b"RTSP/1.0".startswith(token[:8]) or token.startswith(b"RTSP/"):
+            return True
+        return bool(_TOKEN.match(token))
+
+    @staticmethod
+    def _resync(buf: bytearray, start: int, n: int) -> int:
+        i = start
+        while i < n:
+            c = buf[i]
+            if c == 0x24:
+                return i
+            if c == 0x0A and i + 1 < n and buf[i + 1] not in (0x0D, 0x0A, 0x24):
+                return i + 1
+            if c == 0x0A:
+                return i + 1
+            i += 1
+        return n
+
+    def _message(self, buf: bytearray, pos: int, n: int) -> int:
+        """Parse one message at ``pos``; returns bytes consumed (0 = need more)."""
+        limit = min(n, pos + self._max_header + 4)
+        end = buf.find(b"\n\r\n", pos, limit)
+        end2 = buf.find(b"\n\n", pos, limit)
+        if end < 0 and end2 < 0:
+            if n - pos > self._max_header:
+                self._events.append(ParseError("header block too large", 413))
+                self._discarding_head = True
+                return n - pos if buf.find(b"\r\n\r\n", pos) < 0 else 1
+            return 0
+        if end < 0 or (0 <= end2 < end):
+            head_end, body_start = end2, end2 + 2
+        else:
+            head_end, body_start = end, end + 3
+        head = bytes(buf[pos:head_end]).decode("utf-8", "replace")
+        lines = [ln.removesuffix("\r") for ln in head.split("\n")]
+        try:
+            msg = self._start_line(lines[0])
+            for line in lines[1:]:
+                if not line:
+                    continue
+                if line[0] in " \t" and len(msg.headers):
+                    # Obsolete line folding: append to the previous field.
+                    items = msg.headers.items()
+                    k, v = items[-1]
+                    items[-1] = (k, v + " " + line.strip())
+                    msg.headers = Headers(items)
+                    continue
+                name, sep, value = line.partition(":")
+                if not sep or not name or name != name.strip() or not _TOKEN.match(name.encode()):
+                    raise ParseError(f"malformed header line {line[:40]!r}")
+                msg.headers.add(name, value.strip())
+            length_s = msg.headers.get("Content-Length")
+            length = 0
+            if length_s is not None:
+                if not length_s.isdigit() or len(length_s) > 9:
+                    raise ParseError("bad Content-Length")
+                length = int(length_s)
+        except ParseError as err:
+            self._events.append(err)
+            return body_start - pos
+        if length > self._max_body:
+            self._events.append(ParseError("body too large", 413))
+            self._skip_body = length
+            return body_start - pos
+        if n - body_start < length:
+            return 0
+        msg.body = bytes(buf[body_start : body_start + length])
+        self._events.append(msg)
+        return body_start + length - pos
+
+    @staticmethod
+    def _start_line(line: str) -> Request | Response:
+        parts = line.split(" ", 2)
+        if line.startswith("RTSP/"):
+            if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+                raise ParseError(f"malformed status line {line[:40]!r}")
+            if parts[0] != "RTSP/1.0":
+                raise ParseError(f"unsupported version {parts[0][:12]!r}", 505)
+            return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", Headers())
+        if len(parts) != 3 or not parts[1]:
+            raise ParseError(f"malformed request line {line[:40]!r}")
+        method, uri, version = parts
+        if not _TOKEN.match(method.encode()):
+            raise ParseError(f"malformed method {method[:20]!r}")
+        if not version.startswith("RTSP/") or " " in version:
+            raise ParseError(f"malformed request line {line[:40]!r}")
+        if version != "RTSP/1.0":
+            raise ParseError(f"unsupported version {version[:12]!r}", 505)
+        if len(uri) > 4096:
+            raise ParseError("request URI too long", 414)
+        return Request(method, uri, Headers())

@@ -1,0 +1,146 @@
+"""An independent RTSP client for tests and benchmarks: FFmpeg's RTSP demuxer through PyAV.
+
+It counts what a real client experiences: decoded frames, decode errors,
+FFmpeg's own warnings (missed packets, bad sequence numbers, corrupt frames)
+and, from the simulator's marker NALs, exactly which frames arrived.
+Blocking: call it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import av
+import av.logging
+
+from rmfproxy.sim.marker import find_marker
+
+_WARN_WORDS = (
+    "missed",
+    "bad cseq",
+    "corrupt",
+    "error",
+    "non monotonically",
+    "concealing",
+    "decode_slice",
+    "no frame",
+    "invalid",
+)
+
+
+@dataclass
+class ProbeResult:
+    """What one client saw."""
+
+    frames_decoded: int = 0
+    decode_errors: int = 0
+    packets: int = 0
+    counters: list[int | None] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stream_warnings: int = 0
+    codec_name: str = ""
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+    def lost(self) -> int:
+        """Frames missing between consecutive counters."""
+        known = [c for c in self.counters if c is not None]
+        return sum(b - a - 1 for a, b in zip(known, known[1:], strict=False) if b > a + 1)
+
+    def repeated(self) -> int:
+        """Frames whose counter did not advance."""
+        known = [c for c in self.counters if c is not None]
+        return sum(1 for a, b in zip(known, known[1:], strict=False) if b <= a)
+
+    def consecutive(self) -> bool:
+        """Nothing lost, nothing repeated."""
+        return self.lost() == 0 and self.repeated() == 0
+
+    def max_gap_seconds(self) -> float:
+        """Longest wall-clock interval between consecutive packets."""
+        a = self.arrivals
+        return max((y - x for x, y in zip(a, a[1:], strict=False)), default=0.0)
+
+
+def read_rtsp(
+    url: str,
+    *,
+    transport: Literal["tcp", "udp"] = "tcp",
+    seconds: float = 10.0,
+    max_frames: int | None = None,
+    open_timeout: float = 10.0,
+    stop: threading.Event | None = None,
+) -> ProbeResult:
+    """Read ``url`` for ``seconds`` of wall clock (or ``max_frames``), decoding every packet."""
+    result = ProbeResult()
+    with av.logging.Capture(local=True) as logs:
+        try:
+            container = av.open(
+                url,
+                options={"rtsp_transport": transport, "timeout": str(int(open_timeout * 1e6))},
+                timeout=(open_timeout, 5.0),
+            )
+        except (av.error.FFmpegError, OSError) as exc:
+            result.error = f"open failed: {exc}"
+            return result
+        try:
+            _read(container, result, seconds, max_frames, stop)
+        finally:
+            container.close()
+    for _level, _name, line in logs:
+        text = str(line).strip()
+        if any(w in text.lower() for w in _WARN_WORDS):
+            result.stream_warnings += 1
+            if len(result.warnings) < 50:
+                result.warnings.append(text)
+    return result
+
+
+def _read(
+    container: av.container.InputContainer,
+    result: ProbeResult,
+    seconds: float,
+    max_frames: int | None,
+    stop: threading.Event | None,
+) -> None:
+    stream = container.streams.video[0]
+    result.codec_name = stream.codec_context.name
+    deadline = time.monotonic() + seconds
+    try:
+        for packet in container.demux(stream):
+            now = time.monotonic()
+            if packet.size == 0:
+                continue
+            result.packets += 1
+            result.arrivals.append(now)
+            marker = find_marker(bytes(packet))
+            result.counters.append(marker[0] if marker else None)
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                result.decode_errors += 1
+                frames = []
+            for frame in frames:
+                if getattr(frame, "is_corrupt", False):
+                    result.decode_errors += 1
+                result.frames_decoded += 1
+                result.width, result.height = frame.width, frame.height
+            if now > deadline or (stop is not None and stop.is_set()):
+                break
+            if max_frames is not None and result.frames_decoded >= max_frames:
+                break
+    except av.error.FFmpegError as exc:
+        result.error = f"read failed: {exc}"
+    # Drain the decoder: frames still in its pipeline were received and count.
+    try:
+        for frame in stream.codec_context.decode(None):
+            if getattr(frame, "is_corrupt", False):
+                result.decode_errors += 1
+            result.frames_decoded += 1
+    except av.error.FFmpegError:
+        result.decode_errors += 1
