@@ -173,10 +173,7 @@ class DigestClient:
             f'uri="{uri}"',
             f'response="{resp}"',
         ]
-        if challenge.algorithm.upper() != "MD5" or "algorithm" in challenge.qop:
-            parts.append(f"algorithm={challenge.algorithm}")
-        elif challenge.algorithm:
-            parts.append(f"algorithm={challenge.algorithm}")
+        parts.append(f"algorithm={challenge.algorithm}")
         if challenge.opaque is not None:
             parts.append(f'opaque="{challenge.opaque}"')
         if qop:

@@ -14,7 +14,7 @@ def _port_pair(value: str, what: str) -> tuple[int, int]:
     if not a.isdigit() or (sep and not b.isdigit()) or len(a) > 5 or len(b) > 5:
         raise ValueError(f"Transport {what} must be N or N-M, got {value[:20]!r}")
     lo = int(a)
-    hi = int(b) if sep else lo + (1 if what != "interleaved" else 1)
+    hi = int(b) if sep else lo + 1
     limit = 255 if what == "interleaved" else 65535
     if lo > limit or hi > limit:
         raise ValueError(f"Transport {what} out of range: {value[:20]!r}")

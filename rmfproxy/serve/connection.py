@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from typing import cast, TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import structlog

@@ -16,7 +16,7 @@ import fractions
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import numpy as np
@@ -72,7 +72,6 @@ class EncodedClip:
 
     def sdp_fmtp(self, payload_type: int) -> str:
         """The ``a=fmtp`` value (RFC 6184 §8.1 / RFC 7798 §7.1)."""
-        b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
         if self.codec == "h264":
             return (
                 f"{payload_type} packetization-mode=1;profile-level-id={self.sps[1:4].hex()};"
@@ -83,6 +82,19 @@ class EncodedClip:
             f"{payload_type} sprop-vps={b64(self.vps)};sprop-sps={b64(self.sps)};"
             f"sprop-pps={b64(self.pps)}"
         )
+
+
+def b64(data: bytes) -> str:
+    """Base64 text of ``data``."""
+    return base64.b64encode(data).decode()
+
+
+def _h264_type(nal: bytes) -> int:
+    return nal[0] & 0x1F
+
+
+def _h265_type(nal: bytes) -> int:
+    return (nal[0] >> 1) & 0x3F
 
 
 def _digit_mask(h: int, w: int, text: str, scale: int) -> np.ndarray:
@@ -139,10 +151,10 @@ def encode_clip(
         raise ValueError("fps must be 1..120 and gop at least 1")
     frames = max(1, math.ceil(seconds * fps / gop)) * gop
     name = "libx264" if codec == "h264" else "libx265"
-    ctx = av.CodecContext.create(name, "w")
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
     ctx.time_base = fractions.Fraction(1, fps)
-    ctx.framerate = fps
+    ctx.framerate = fractions.Fraction(fps, 1)
     ctx.bit_rate = bitrate
     ctx.gop_size = gop
     params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1"
@@ -154,7 +166,7 @@ def encode_clip(
             "x264-params": params + ":aud=0:sliced-threads=0:threads=1",
         }
         param_types, sei_type = {7, 8}, 6
-        ntype = lambda n: n[0] & 0x1F  # noqa: E731
+        ntype = _h264_type
     else:
         ctx.options = {
             "preset": "ultrafast",
@@ -162,7 +174,7 @@ def encode_clip(
             "x265-params": params + ":log-level=none:open-gop=0:aud=0:frame-threads=1",
         }
         param_types, sei_type = {32, 33, 34}, 39
-        ntype = lambda n: (n[0] >> 1) & 0x3F  # noqa: E731
+        ntype = _h265_type
     digest = hashlib.sha256(label.encode()).digest()
     tint = (digest[0] | 0x40, digest[1] | 0x40, digest[2] | 0x40)
     yy, xx = np.mgrid[0:height, 0:width]

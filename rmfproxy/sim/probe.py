@@ -8,6 +8,7 @@ Blocking: call it through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,12 +51,12 @@ class ProbeResult:
     def lost(self) -> int:
         """Frames missing between consecutive counters."""
         known = [c for c in self.counters if c is not None]
-        return sum(b - a - 1 for a, b in zip(known, known[1:], strict=False) if b > a + 1)
+        return sum(b - a - 1 for a, b in itertools.pairwise(known) if b > a + 1)
 
     def repeated(self) -> int:
         """Frames whose counter did not advance."""
         known = [c for c in self.counters if c is not None]
-        return sum(1 for a, b in zip(known, known[1:], strict=False) if b <= a)
+        return sum(1 for a, b in itertools.pairwise(known) if b <= a)
 
     def consecutive(self) -> bool:
         """Nothing lost, nothing repeated."""
@@ -64,7 +65,7 @@ class ProbeResult:
     def max_gap_seconds(self) -> float:
         """Longest wall-clock interval between consecutive packets."""
         a = self.arrivals
-        return max((y - x for x, y in zip(a, a[1:], strict=False)), default=0.0)
+        return max((y - x for x, y in itertools.pairwise(a)), default=0.0)
 
 
 def read_rtsp(

@@ -88,10 +88,10 @@ class SimCluster:
             await rec.start()
             self.recorders[name] = rec
         if spec.control:
-            host, _, port = spec.control.rpartition(":")
+            ctl_host, _, ctl_port = spec.control.rpartition(":")
             self._control = web.AppRunner(control_app(self.recorders), access_log=None)
             await self._control.setup()
-            site = web.TCPSite(self._control, host, int(port))
+            site = web.TCPSite(self._control, ctl_host, int(ctl_port))
             await site.start()
             self.control_url = f"http://{spec.control}"
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import socket
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast, Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import structlog
 
@@ -94,7 +95,7 @@ class _Conn(asyncio.Protocol):
                     fut.set_result(ev)
             elif isinstance(ev, Request) and self.transport is not None:
                 # Server-to-client requests (GET_PARAMETER, ANNOUNCE): acknowledge.
-                h = Headers({"CSeq": ev.headers.get("CSeq", "0")})
+                h = Headers({"CSeq": ev.headers.get("CSeq") or "0"})
                 self.transport.write(Response(200, headers=h).serialize())
             elif isinstance(ev, ParseError):
                 self.source.protocol_errors += 1
@@ -117,6 +118,10 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.deliver(data)
+
+
+def _same(proto: _Udp) -> _Udp:
+    return proto
 
 
 class RtspSource:
@@ -196,7 +201,7 @@ class RtspSource:
         self._session = None
         self._channels = [None] * 256
         opts = await self._request("OPTIONS", self.url)
-        public = parse_public(opts.headers.get("Public", ""))
+        public = parse_public(opts.headers.get("Public") or "")
         resp = await self._request("DESCRIBE", self.url, {"Accept": "application/sdp"})
         if not resp.body:
             raise Lost("protocol-error: DESCRIBE without SDP")
@@ -272,10 +277,14 @@ class RtspSource:
                 s2.close()
                 continue
             s1.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            on_rtp = self._udp_deliver(track, False)
-            on_rtcp = self._udp_deliver(track, True)
-            t1, _ = await loop.create_datagram_endpoint(lambda: _Udp(on_rtp), sock=s1)
-            t2, _ = await loop.create_datagram_endpoint(lambda: _Udp(on_rtcp), sock=s2)
+            rtp_proto = _Udp(self._udp_deliver(track, False))
+            rtcp_proto = _Udp(self._udp_deliver(track, True))
+            t1, _ = await loop.create_datagram_endpoint(
+                functools.partial(_same, rtp_proto), sock=s1
+            )
+            t2, _ = await loop.create_datagram_endpoint(
+                functools.partial(_same, rtcp_proto), sock=s2
+            )
             self._udp += [t1, t2]
             return p, p + 1
         raise Lost("udp-bind-failed")
@@ -323,8 +332,8 @@ class RtspSource:
             raise Lost(f"rtsp-error {resp.status} on {method}")
         return resp
 
-    async def _keepalive(self, timeout: int, get_parameter: bool, url: str) -> None:
-        interval = max(1.0, min(timeout / 2, 30.0))
+    async def _keepalive(self, session_timeout: int, get_parameter: bool, url: str) -> None:
+        interval = max(1.0, min(session_timeout / 2, 30.0))
         method = "GET_PARAMETER" if get_parameter else "OPTIONS"
         while True:
             await asyncio.sleep(interval)
