@@ -64,7 +64,7 @@ class Rewriter:
         out_ts = (in_ts + self._ts_off) & 0xFFFFFFFF
         _SEQ_TS_SSRC.pack_into(packet, 2, out_seq, out_ts, self.ssrc)
         self.last_out_seq = out_seq
-        if out_ts != self.last_out_ts:
+        if out_ts != self.last_out_ts or self._last_out_arrival is None:
             self.last_out_ts = out_ts
             self._last_out_arrival = now
         self.packets += 1
