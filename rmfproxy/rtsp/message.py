@@ -342,7 +342,10 @@ class StreamParser:
                 name, sep, value = line.partition(":")
                 if not sep or not name or name != name.strip() or not _TOKEN.match(name.encode()):
                     raise ParseError(f"malformed header line {line[:40]!r}")
-                msg.headers.add(name, value.strip())
+                try:
+                    msg.headers.add(name, value.strip())
+                except ValueError:
+                    raise ParseError("control character in a header line") from None
             length_s = msg.headers.get("Content-Length")
             length = 0
             if length_s is not None:
