@@ -79,8 +79,8 @@ def packetize(fmt: NalFormat, nals: list[bytes], mtu: int = 1400) -> list[bytes]
         group, group_size = [], hl
 
     for nal in nals:
-        if len(nal) <= hl:
-            continue  # not a NAL unit
+        if len(nal) < hl:
+            continue  # not even a NAL header (end-of-sequence NALs are header only)
         if len(nal) > mtu:
             flush()
             head = fmt.make_header(nal, fmt.fragment)
@@ -102,7 +102,7 @@ def packetize(fmt: NalFormat, nals: list[bytes], mtu: int = 1400) -> list[bytes]
 def starting_types(fmt: NalFormat, payload: Buffer) -> list[int]:
     """Types of the NAL units that begin in this payload (a FU counts only at its start)."""
     hl = fmt.header_len
-    if len(payload) <= hl:
+    if len(payload) < hl:
         return []
     t = fmt.nal_type(payload)
     if t == fmt.aggregate:
@@ -117,6 +117,8 @@ def starting_types(fmt: NalFormat, payload: Buffer) -> list[int]:
             pos += 2 + size
         return types
     if t == fmt.fragment:
+        if len(payload) <= hl:
+            return []
         fu = payload[hl]
         return [fu & (0x1F if hl == 1 else 0x3F)] if fu & 0x80 else []
     return [t]
@@ -172,7 +174,7 @@ class Depacketizer:
         """Feed one payload; returns the NAL units it completes."""
         fmt = self._fmt
         hl = fmt.header_len
-        if len(payload) <= hl:
+        if len(payload) < hl:
             self.errors += 1
             return []
         t = fmt.nal_type(payload)
