@@ -48,7 +48,7 @@ async def relay(
 async def wait_ready(proxy: Proxy, cameras: tuple[str, ...], limit: float = 10.0) -> None:
     """Until every camera has an active source and has buffered a keyframe."""
     async with asyncio.timeout(limit):
-        while not all(  # noqa: ASYNC110 - polling feed state, no event to wait on
+        while not all(
             proxy.feeds[c].active is not None and proxy.feeds[c].start_points() for c in cameras
         ):
             await asyncio.sleep(0.05)
