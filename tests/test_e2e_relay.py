@@ -8,6 +8,7 @@ even while another client stalls.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -34,9 +35,13 @@ def assert_clean(r: ProbeResult, seconds: float = SECONDS, name: str = "client")
     assert r.frames_decoded == len(r.counters)
 
 
-async def stalled_client(port: int, path: str, hold: float) -> int:
-    """An RTSP client that plays over TCP and then never reads; returns bytes it got."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def stalled_client(port: int, path: str, playing: asyncio.Event, hold: float) -> None:
+    """An RTSP client that plays over TCP with a tiny receive window, then never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
     url = f"rtsp://127.0.0.1:{port}/{path}"
 
     async def req(text: str) -> str:
@@ -54,10 +59,9 @@ async def stalled_client(port: int, path: str, hold: float) -> int:
     session = head.split("Session:")[1].split(";")[0].split("\r\n")[0].strip()
     writer.write(f"PLAY {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n".encode())
     await writer.drain()
-    # Shrink our receive buffer so the proxy's send buffer fills quickly, then stop reading.
-    await asyncio.sleep(hold)
+    playing.set()
+    await asyncio.sleep(hold)  # never read again
     writer.close()
-    return 0
 
 
 async def aiortsp_frames(url: str, seconds: float) -> int:
@@ -74,16 +78,22 @@ async def aiortsp_frames(url: str, seconds: float) -> int:
 
 @pytest.mark.parametrize("codec", ["h264", "h265"])
 async def test_concurrent_clients_all_clean(codec: str) -> None:
-    async with relay(codec, gop=25) as (_sim, proxy):  # type: ignore[arg-type]
+    # A small per-client buffer so the stalled client is cut back within the test.
+    rtsp = {"client_buffer_bytes": 64 * 1024}
+    async with relay(codec, gop=25, bitrate=800_000, rtsp=rtsp) as (_sim, proxy):  # type: ignore[arg-type]
         url = proxy.url("lobby")
         port = proxy.server.port
-        stalled = asyncio.create_task(stalled_client(port, "lobby", SECONDS + 1))
+        playing = asyncio.Event()
+        stalled = asyncio.create_task(stalled_client(port, "lobby", playing, SECONDS + 2))
+        await playing.wait()
         results = await asyncio.gather(
             asyncio.to_thread(read_rtsp, url, transport="tcp", seconds=SECONDS),
             asyncio.to_thread(read_rtsp, url, transport="tcp", seconds=SECONDS),
             asyncio.to_thread(read_rtsp, url, transport="udp", seconds=SECONDS),
             aiortsp_frames(url, 4.0),
         )
+        # The stalled client is still connected: the proxy has been dropping its packets.
+        dropped = [s.sink.packets_dropped for s in proxy.server.sessions.values() if s.sink]
         await stalled
     tcp1, tcp2, udp, aio_packets = results
     for name, r in (("tcp1", tcp1), ("tcp2", tcp2), ("udp", udp)):
@@ -91,3 +101,4 @@ async def test_concurrent_clients_all_clean(codec: str) -> None:
         # The stalled client never delays the others: frames keep arriving at the frame rate.
         assert r.max_gap_seconds() < 0.5, f"{name}: stalled for {r.max_gap_seconds():.2f}s"
     assert aio_packets > 4 * FPS
+    assert max(dropped) > 100, f"stalled client was never cut back: {dropped}"

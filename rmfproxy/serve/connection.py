@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -78,6 +79,13 @@ class RtspConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Bound what the kernel queues for this client too, or a stalled client
+            # could hide megabytes in an autotuned send buffer before the proxy notices.
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.client_buffer_bytes // 2
+            )
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server.connections.add(self)
