@@ -140,3 +140,39 @@ async def test_unauthenticated_gets_401_and_no_media(recorder: object) -> None:
         assert not server.sessions
     finally:
         await server.close()
+
+
+async def test_session_expires_without_keepalive_and_rtcp_keeps_it(recorder: object) -> None:
+    cam = recorder.cameras["cam"]  # type: ignore[attr-defined]
+    server = RtspServer({"cam": cam}.get, session_timeout=1)
+    await server.start()
+    try:
+        port = server.port
+        url = f"rtsp://127.0.0.1:{port}/cam"
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        rw = (reader, writer)
+        tcp = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"
+        status, headers, _ = await rtsp_exchange(port, req("SETUP", f"{url}/trackID=0", 1, tcp), rw)
+        assert status == 200 and headers["session"].endswith("timeout=1")
+        keep_sid = headers["session"].split(";")[0]
+        reader2, writer2 = await asyncio.open_connection("127.0.0.1", port)
+        status, headers, _ = await rtsp_exchange(
+            port, req("SETUP", f"{url}/trackID=0", 1, tcp), (reader2, writer2)
+        )
+        idle_sid = headers["session"].split(";")[0]
+        # Keep the first alive with RTCP receiver reports on its interleaved channel.
+        for _ in range(6):
+            writer.write(b"$\x01\x00\x08\x80\xc9\x00\x01\x00\x00\x00\x01")
+            await writer.drain()
+            await asyncio.sleep(0.5)
+        assert keep_sid in server.sessions
+        assert idle_sid not in server.sessions
+        status, _, _ = await rtsp_exchange(
+            port, req("PLAY", url, 2, f"Session: {idle_sid}\r\n"), (reader2, writer2)
+        )
+        assert status == 454
+        for w in (writer, writer2):
+            w.close()
+            await w.wait_closed()
+    finally:
+        await server.close()

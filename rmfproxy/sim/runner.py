@@ -93,7 +93,9 @@ class SimCluster:
             await self._control.setup()
             site = web.TCPSite(self._control, ctl_host, int(ctl_port))
             await site.start()
-            self.control_url = f"http://{spec.control}"
+            server = site._server  # the bound port, also when asked for port 0
+            bound = server.sockets[0].getsockname()[1] if server is not None else ctl_port
+            self.control_url = f"http://{ctl_host}:{bound}"
 
     async def stop(self) -> None:
         """Stop the control API and every recorder."""
@@ -123,6 +125,6 @@ async def run_sim(spec: SimSpec, stop: asyncio.Event, announce: Callable[[str], 
         if sim.control_url:
             announce(
                 f"fault control: {sim.control_url}  (rmfproxy fault --control "
-                f"{spec.control} RECORDER FAULT [VALUE])"
+                f"{sim.control_url.removeprefix('http://')} RECORDER FAULT [VALUE])"
             )
         await stop.wait()
