@@ -93,8 +93,8 @@ class SimCluster:
             await self._control.setup()
             site = web.TCPSite(self._control, ctl_host, int(ctl_port))
             await site.start()
-            server = site._server  # the bound port, also when asked for port 0
-            bound = server.sockets[0].getsockname()[1] if server is not None else ctl_port
+            # The bound port, also when asked for port 0.
+            bound = self._control.addresses[0][1] if self._control.addresses else ctl_port
             self.control_url = f"http://{ctl_host}:{bound}"
 
     async def stop(self) -> None:
