@@ -102,3 +102,29 @@ async def test_concurrent_clients_all_clean(codec: str) -> None:
         assert r.max_gap_seconds() < 0.5, f"{name}: stalled for {r.max_gap_seconds():.2f}s"
     assert aio_packets > 4 * FPS
     assert max(dropped) > 100, f"stalled client was never cut back: {dropped}"
+
+
+async def test_digest_user_reads_granted_camera_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RMF_TEST_ALICE", "alice-pw-9")
+    monkeypatch.setenv("RMF_TEST_BOB", "bob-pw-9")
+    users = [
+        {"name": "alice", "password_env": "RMF_TEST_ALICE", "cameras": ["lobby"]},
+        {"name": "bob", "password_env": "RMF_TEST_BOB", "cameras": ["gate"]},
+    ]
+    async with relay("h264", cameras=("lobby", "gate"), rtsp={"users": users}) as (_s, proxy):
+        url = proxy.url("lobby")
+        anon, alice, bob = await asyncio.gather(
+            asyncio.to_thread(read_rtsp, url, seconds=3.0, open_timeout=3.0),
+            asyncio.to_thread(
+                read_rtsp, url.replace("rtsp://", "rtsp://alice:alice-pw-9@"), seconds=3.0
+            ),
+            asyncio.to_thread(
+                read_rtsp,
+                url.replace("rtsp://", "rtsp://bob:bob-pw-9@"),
+                seconds=3.0,
+                open_timeout=3.0,
+            ),
+        )
+    assert anon.error is not None and anon.frames_decoded == 0
+    assert bob.error is not None and bob.frames_decoded == 0
+    assert alice.error is None and alice.decode_errors == 0 and alice.frames_decoded > 40
