@@ -128,8 +128,10 @@ class CameraConfig(_Model):
     """One camera: its sources in priority order (first = primary)."""
 
     sources: list[SourceConfig] = Field(min_length=1)
-    stall_timeout: float = Field(default=0.5, gt=0, le=60)
+    stall_timeout: float = Field(default=0.15, gt=0, le=60)
+    """Floor of the freeze-detection budget (seconds without RTP)."""
     stall_timeout_max: float = Field(default=2.0, gt=0, le=120)
+    """Ceiling of the freeze-detection budget."""
     failback_hold: float = Field(default=10.0, ge=0, le=3600)
 
     @model_validator(mode="after")

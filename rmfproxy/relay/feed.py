@@ -1,27 +1,33 @@
 """A feed: one camera with all its sources, serving one continuous stream to clients.
 
-The feed implements ``MediaStream`` for the RTSP server. It owns one
-:class:`~rmfproxy.upstream.source.RtspSource` per configured source, one
-:class:`Rewriter` per client-facing track, and a :class:`Fanout`. The
-client-facing SDP is fixed by the first source that connects and then stays
-valid for the life of the feed; a source whose tracks do not match it is not
-relayed (logged, counted), because clients were told otherwise at DESCRIBE.
+Every source is pulled all the time (hot standby). The feed relays one of
+them, the *active* source, and follows :class:`SwitchPolicy`: when the active
+source fails (TCP close, RTSP error, failed keepalive, RTCP BYE, or RTP
+overdue by its heartbeat budget), the feed switches to the best healthy
+standby. The switch happens on the new source's first keyframe access unit
+(parameter sets and IDR/IRAP), never on a delta frame, so the client decodes
+the very next frame it gets; the rewriters re-anchor so the client's SSRC
+stays, its sequence numbers go on +1 and its timestamps keep rising by the
+wall-clock time that passed. A failback to a higher-priority source waits for
+the hold-down time and then switches the same way, at a keyframe.
 
-This foundation relays the highest-priority source that is connected; the
-failover work (heartbeats, GOP-aligned switching) builds on this object.
+The client-facing SDP is fixed by the first source that connects; a source
+whose tracks differ from it is never switched to (logged, counted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from rmfproxy.relay.formats import TrackFormat, client_sdp, track_formats
+from rmfproxy.relay.health import Heartbeat
+from rmfproxy.relay.policy import Decision, Reason, SwitchPolicy
 from rmfproxy.relay.rewriter import Rewriter
 from rmfproxy.rtp import h264, h265, rtcp
 from rmfproxy.rtp.nal import KeyframeTracker
@@ -33,53 +39,24 @@ from rmfproxy.upstream.source import RtspSource
 log = structlog.get_logger(__name__)
 
 SR_INTERVAL = 2.0
-"""Seconds between RTCP sender reports per track (RFC 3550 §6.2 allows 5 s minimum
-for large groups; FFmpeg and VLC sync faster with more frequent reports)."""
+"""Seconds between RTCP sender reports per track."""
+TICK = 0.02
+"""Seconds between health checks (a freeze is detected within its budget plus this)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TrackFormat:
-    """What a client-facing track carries, compared when a source connects."""
+@dataclass
+class SwitchRecord:
+    """One switch, as operators and benchmarks see it."""
 
-    media: str
-    payload_type: int
-    encoding: str
-    clock_rate: int
-
-
-def track_formats(sdp: SessionDescription) -> list[TrackFormat]:
-    """The comparable format of every media section (first payload type of each)."""
-    out = []
-    for m in sdp.media:
-        pt = int(m.formats[0]) if m.formats else -1
-        rm = m.rtpmap(pt) if pt >= 0 else None
-        enc = rm.encoding.upper() if rm else str(pt)
-        clock = rm.clock_rate if rm else (8000 if pt in (0, 8) else 90000)
-        out.append(TrackFormat(m.media, pt, enc, clock))
-    return out
-
-
-def client_sdp(upstream: SessionDescription, camera: str) -> SessionDescription:
-    """The SDP clients get: the upstream's media formats, the proxy's controls (trackID=i)."""
-    lines = [
-        "v=0",
-        f"o=- {random.getrandbits(31)} 1 IN IP4 0.0.0.0",
-        f"s={camera}",
-        "c=IN IP4 0.0.0.0",
-        "t=0 0",
-        "a=tool:rmfproxy",
-        "a=control:*",
-        "a=range:npt=now-",
-    ]
-    for i, m in enumerate(upstream.media):
-        lines.append(f"m={m.media} 0 {m.proto} {' '.join(str(f) for f in m.formats)}")
-        for name, value in m.attributes:
-            if name in ("control", "range", "recvonly", "sendonly", "sendrecv", "inactive"):
-                continue
-            lines.append(f"a={name}:{value}" if value is not None else f"a={name}")
-        lines.append("a=recvonly")
-        lines.append(f"a=control:trackID={i}")
-    return SessionDescription.parse("\r\n".join(lines) + "\r\n")
+    at: float
+    """Wall-clock time the new source's first packet went out."""
+    from_source: str | None
+    to_source: str
+    reason: str
+    detection_s: float
+    """From the old source's last packet to the decision (0 for a planned switch)."""
+    gap_s: float
+    """From the last packet relayed before the switch to the first one after it."""
 
 
 @dataclass
@@ -91,10 +68,22 @@ class SourceSlot:
     source: RtspSource | None = None
     connected: bool = False
     compatible: bool = False
-    last_packet: float = 0.0
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    trackers: list[KeyframeTracker | None] = field(default_factory=list)
+    last_video_ts: int | None = None
     packets: int = 0
     bytes: int = 0
     lost_reasons: list[str] = field(default_factory=list)
+
+    def healthy(self, now: float) -> bool:
+        """Connected, compatible, and delivering RTP within its heartbeat budget."""
+        hb = self.heartbeat
+        return (
+            self.connected
+            and self.compatible
+            and hb.last_packet is not None
+            and not hb.overdue(now)
+        )
 
 
 class _Listener:
@@ -116,34 +105,47 @@ class _Listener:
         self.feed._on_lost(self.index, reason)
 
 
+SourceFactory = Callable[[int, _Listener], tuple[str, RtspSource]]
+
+
 class Feed:
-    """One camera: its sources, its outbound stream and its clients."""
+    """One camera: its sources, its switching state, its outbound stream and its clients."""
 
     def __init__(
         self,
         camera: str,
-        make_source: Callable[[int, _Listener], tuple[str, RtspSource]],
+        make_source: SourceFactory,
         count: int,
         *,
+        stall_floor: float = 0.15,
+        stall_ceiling: float = 2.0,
+        failback_hold: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.camera = camera
         self.clock = clock
-        self.slots = [SourceSlot(i, "") for i in range(count)]
+        self.slots = [
+            SourceSlot(i, "", heartbeat=Heartbeat(stall_floor, stall_ceiling)) for i in range(count)
+        ]
         for i in range(count):
             name, src = make_source(i, _Listener(self, i))
             self.slots[i].name = name
             self.slots[i].source = src
+        self.policy = SwitchPolicy(count, failback_hold)
         self.active: int | None = None
+        self.pending: Decision | None = None
+        self._pending_since = 0.0
+        self._detection = 0.0
+        self._last_out = 0.0
+        self.switches: list[SwitchRecord] = []
         self._sdp: SessionDescription | None = None
         self._formats: list[TrackFormat] = []
         self._rewriters: list[Rewriter] = []
-        self._keyframe: list[KeyframeTracker | None] = []
         self.video_track: int | None = None
         self.fanout: Fanout | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._sr_task: asyncio.Task[None] | None = None
         self.dropped_packets = 0
+        self.incompatible_sources = 0
 
     # MediaStream -------------------------------------------------------------
 
@@ -174,23 +176,40 @@ class Feed:
         """Number of attached clients."""
         return len(self.fanout.sinks) if self.fanout else 0
 
+    # control -----------------------------------------------------------------
+
+    def switch_to(self, source: str | None) -> None:
+        """Pin a source by name (None: back to automatic); the switch is made at a keyframe."""
+        if source is None:
+            self.policy.set_manual(None)
+        else:
+            index = next((s.index for s in self.slots if s.name == source), None)
+            if index is None:
+                raise ValueError(f"camera {self.camera} has no source {source!r}")
+            self.policy.set_manual(index)
+        self._evaluate(self.clock())
+
+    def source_name(self, index: int | None) -> str | None:
+        """Name of a source index."""
+        return None if index is None else self.slots[index].name
+
     # lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start pulling every source."""
+        """Start pulling every source, the health checks and the sender reports."""
         for slot in self.slots:
             assert slot.source is not None
             self._tasks.append(
                 asyncio.create_task(slot.source.run(), name=f"source-{self.camera}-{slot.name}")
             )
-        self._sr_task = asyncio.create_task(self._send_reports(), name=f"sr-{self.camera}")
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"health-{self.camera}"))
+        self._tasks.append(asyncio.create_task(self._send_reports(), name=f"sr-{self.camera}"))
 
     async def stop(self) -> None:
         """Stop every source and drop every client."""
-        tasks = [*self._tasks, *([self._sr_task] if self._sr_task else [])]
-        for t in tasks:
+        for t in self._tasks:
             t.cancel()
-        for t in tasks:
+        for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
@@ -206,7 +225,11 @@ class Feed:
             self._adopt(sdp, formats)
         slot.connected = True
         slot.compatible = formats == self._formats
+        slot.heartbeat.reset()
+        slot.last_video_ts = None
+        slot.trackers = [self._tracker(f) for f in formats] if slot.compatible else []
         if not slot.compatible:
+            self.incompatible_sources += 1
             log.error(
                 "feed.source_incompatible",
                 camera=self.camera,
@@ -216,68 +239,137 @@ class Feed:
             )
             return
         log.info("feed.source_connected", camera=self.camera, source=slot.name)
-        self._choose_active()
 
     def _on_lost(self, index: int, reason: str) -> None:
         slot = self.slots[index]
         slot.connected = False
         slot.lost_reasons = [*slot.lost_reasons[-9:], reason]
         log.warning("feed.source_lost", camera=self.camera, source=slot.name, reason=reason)
-        if self.active == index:
-            self.active = None
-            self._choose_active()
+        self._evaluate(self.clock())
 
-    def _choose_active(self) -> None:
-        best = next((s.index for s in self.slots if s.connected and s.compatible), None)
-        # Only a higher-priority source, or none active, takes over (at once here;
-        # the failover work adds keyframe alignment and hold-down).
-        if best is not None and (self.active is None or best < self.active):
-            self.active = best
-            for rw in self._rewriters:
-                rw.reanchor()
-            log.info("feed.active", camera=self.camera, source=self.slots[best].name)
+    @staticmethod
+    def _tracker(f: TrackFormat) -> KeyframeTracker | None:
+        if f.media == "video" and f.encoding == "H264":
+            return h264.keyframe_tracker()
+        if f.media == "video" and f.encoding in ("H265", "HEVC"):
+            return h265.keyframe_tracker()
+        return None
 
     def _adopt(self, sdp: SessionDescription, formats: list[TrackFormat]) -> None:
         self._sdp = client_sdp(sdp, self.camera)
         self._formats = formats
         self._rewriters = [Rewriter(f.clock_rate) for f in formats]
-        self._keyframe = []
-        for i, f in enumerate(formats):
-            if f.media == "video" and f.encoding == "H264":
-                self._keyframe.append(h264.keyframe_tracker())
-            elif f.media == "video" and f.encoding in ("H265", "HEVC"):
-                self._keyframe.append(h265.keyframe_tracker())
-            else:
-                self._keyframe.append(None)
-            if f.media == "video" and self.video_track is None:
-                self.video_track = i
+        self.video_track = next((i for i, f in enumerate(formats) if f.media == "video"), None)
         self.fanout = Fanout(len(formats), self.video_track)
 
+    # health and switching ----------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            self._evaluate(self.clock())
+
+    def _evaluate(self, now: float) -> None:
+        healthy = [s.healthy(now) for s in self.slots]
+        decision = self.policy.decide(now, healthy, self.active)
+        if decision is None:
+            if self.pending is not None and not healthy[self.pending.target]:
+                self.pending = None  # the chosen standby failed too; decide again next tick
+            elif (
+                self.pending is not None
+                and self.active is not None
+                and healthy[self.active]
+                and self.pending.reason is Reason.FAILOVER
+            ):
+                self.pending = None  # the active source recovered before the switch
+            return
+        if self.pending is not None and self.pending.target == decision.target:
+            return
+        self.pending = decision
+        self._pending_since = now
+        old = self.active
+        last = self.slots[old].heartbeat.last_packet if old is not None else None
+        self._detection = now - last if (decision.reason is Reason.FAILOVER and last) else 0.0
+        log.info(
+            "feed.switch_planned",
+            camera=self.camera,
+            reason=decision.reason.value,
+            source=self.slots[decision.target].name,
+            from_source=self.source_name(old),
+            detection_ms=round(self._detection * 1000, 1),
+        )
+
+    def _switch(self, now: float) -> None:
+        """Make the pending switch (we are at the new source's keyframe start)."""
+        assert self.pending is not None
+        decision, self.pending = self.pending, None
+        old = self.active
+        self.active = decision.target
+        for rw in self._rewriters:
+            rw.reanchor()
+        gap = now - self._last_out if self._last_out else 0.0
+        rec = SwitchRecord(
+            time.time(),
+            self.source_name(old),
+            self.slots[decision.target].name,
+            decision.reason.value,
+            self._detection,
+            gap,
+        )
+        self.switches = [*self.switches[-49:], rec]
+        log.info(
+            "feed.switched",
+            camera=self.camera,
+            reason=rec.reason,
+            source=rec.to_source,
+            from_source=rec.from_source,
+            detection_ms=round(rec.detection_s * 1000, 1),
+            gap_ms=round(gap * 1000, 1),
+        )
+
+    # packets -----------------------------------------------------------------
+
     def _on_packet(self, index: int, track: int, is_rtcp: bool, data: bytearray) -> None:
+        if is_rtcp:
+            return  # the proxy sends its own sender reports (see _send_reports)
         slot = self.slots[index]
         now = self.clock()
-        slot.last_packet = now
         slot.packets += 1
         slot.bytes += len(data)
-        if is_rtcp or index != self.active:
-            return  # standby buffering is the failover work; our own SRs go out below
         if track >= len(self._rewriters) or len(data) < 12 or data[0] >> 6 != 2:
             self.dropped_packets += 1
             return
-        self._rewriters[track].rewrite(data, now)
-        tracker = self._keyframe[track]
+        video = track == self.video_track
         key = False
-        if tracker is not None:
-            offset = 12 + 4 * (data[0] & 0x0F)
-            if data[0] & 0x10:
-                if len(data) < offset + 4:
+        if video:
+            ts = int.from_bytes(data[4:8], "big")
+            if ts != slot.last_video_ts:
+                slot.last_video_ts = ts
+                slot.heartbeat.on_frame(now)
+            else:
+                slot.heartbeat.on_packet(now)
+            tracker = slot.trackers[track] if slot.trackers else None
+            if tracker is not None:
+                offset = 12 + 4 * (data[0] & 0x0F)
+                if data[0] & 0x10:
+                    if len(data) < offset + 4:
+                        self.dropped_packets += 1
+                        return
+                    offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
+                if offset > len(data):
                     self.dropped_packets += 1
                     return
-                offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
-            if offset >= len(data):
-                self.dropped_packets += 1
-                return
-            key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
+                key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
+        elif self.video_track is None:
+            slot.heartbeat.on_frame(now)
+            key = True
+        if index != self.active:
+            pending = self.pending
+            if pending is None or pending.target != index or not (key or self.video_track is None):
+                return  # standby: pulled and watched, not relayed
+            self._switch(now)
+        self._rewriters[track].rewrite(data, now)
+        self._last_out = now
         assert self.fanout is not None
         self.fanout.send_rtp(track, data, key)
 

@@ -42,7 +42,14 @@ class Proxy:
                     name=f"{cam_id}/{name}",
                 )
 
-            self.feeds[cam_id] = Feed(cam_id, make, len(cam.sources))
+            self.feeds[cam_id] = Feed(
+                cam_id,
+                make,
+                len(cam.sources),
+                stall_floor=cam.stall_timeout,
+                stall_ceiling=cam.stall_timeout_max,
+                failback_hold=cam.failback_hold,
+            )
         access = None
         if config.rtsp.users:
             users = []

@@ -1,0 +1,53 @@
+"""What a feed's client-facing tracks carry, and the SDP clients get at DESCRIBE."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rmfproxy.rtsp.sdp import SessionDescription
+
+
+@dataclass(frozen=True, slots=True)
+class TrackFormat:
+    """What a client-facing track carries, compared when a source connects."""
+
+    media: str
+    payload_type: int
+    encoding: str
+    clock_rate: int
+
+
+def track_formats(sdp: SessionDescription) -> list[TrackFormat]:
+    """The comparable format of every media section (first payload type of each)."""
+    out = []
+    for m in sdp.media:
+        pt = int(m.formats[0]) if m.formats else -1
+        rm = m.rtpmap(pt) if pt >= 0 else None
+        enc = rm.encoding.upper() if rm else str(pt)
+        clock = rm.clock_rate if rm else (8000 if pt in (0, 8) else 90000)
+        out.append(TrackFormat(m.media, pt, enc, clock))
+    return out
+
+
+def client_sdp(upstream: SessionDescription, camera: str) -> SessionDescription:
+    """The SDP clients get: the upstream's media formats, the proxy's controls (trackID=i)."""
+    lines = [
+        "v=0",
+        f"o=- {random.getrandbits(31)} 1 IN IP4 0.0.0.0",
+        f"s={camera}",
+        "c=IN IP4 0.0.0.0",
+        "t=0 0",
+        "a=tool:rmfproxy",
+        "a=control:*",
+        "a=range:npt=now-",
+    ]
+    for i, m in enumerate(upstream.media):
+        lines.append(f"m={m.media} 0 {m.proto} {' '.join(str(f) for f in m.formats)}")
+        for name, value in m.attributes:
+            if name in ("control", "range", "recvonly", "sendonly", "sendrecv", "inactive"):
+                continue
+            lines.append(f"a={name}:{value}" if value is not None else f"a={name}")
+        lines.append("a=recvonly")
+        lines.append(f"a=control:trackID={i}")
+    return SessionDescription.parse("\r\n".join(lines) + "\r\n")
