@@ -17,9 +17,10 @@ async def relay(
     codec: Literal["h264", "h265"] = "h264",
     cameras: tuple[str, ...] = ("lobby",),
     rtsp: dict[str, Any] | None = None,
+    camera: dict[str, Any] | None = None,
     **spec: Any,
 ) -> AsyncIterator[tuple[SimCluster, Proxy]]:
-    """Two simulated recorders serving ``cameras`` and a proxy relaying them."""
+    """Two simulated recorders serving ``cameras`` and a proxy relaying them (r1 primary)."""
     sim_spec = SimSpec(recorders=[("r1", 0), ("r2", 0)], cameras=list(cameras), codec=codec, **spec)
     async with SimCluster(sim_spec) as sim:
         cfg = parse_config(
@@ -30,7 +31,8 @@ async def relay(
                         "sources": [
                             {"url": sim.url("r1", cam), "name": "r1"},
                             {"url": sim.url("r2", cam), "name": "r2"},
-                        ]
+                        ],
+                        **(camera or {}),
                     }
                     for cam in cameras
                 },

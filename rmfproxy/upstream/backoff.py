@@ -1,12 +1,18 @@
-"""Capped exponential backoff with full jitter (no I/O, no clock)."""
+"""Capped exponential backoff with full jitter (no I/O, no clock).
+
+Delay ``n`` (counting from 0) is drawn uniformly from ``[0, min(maximum, initial * factor**n)]``
+("full jitter"), so that many sources that lost the same recorder at the same moment do
+not all reconnect in lockstep. A tenth of ``initial`` is the floor, so a source never spins.
+"""
 
 from __future__ import annotations
 
+import math
 import random
 
 
 class Backoff:
-    """Delays between reconnect attempts: random in [0, min(maximum, initial * factor**n)]."""
+    """Delays between reconnect attempts; :meth:`reset` after a session that worked."""
 
     def __init__(
         self,
@@ -15,21 +21,32 @@ class Backoff:
         factor: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
-        if initial <= 0 or maximum < initial or factor < 1:
-            raise ValueError("need 0 < initial <= maximum and factor >= 1")
+        if not (0 < initial <= maximum) or not math.isfinite(maximum) or not factor >= 1:
+            raise ValueError("backoff needs 0 < initial <= maximum (finite) and factor >= 1")
         self.initial = initial
         self.maximum = maximum
         self.factor = factor
-        self._rng = rng or random.Random()
+        self._rng = rng if rng is not None else random.Random()
         self.attempt = 0
+        """Attempts since the last :meth:`reset` (stops growing once the cap is reached)."""
+
+    def cap(self) -> float:
+        """The upper bound of the next delay: ``min(maximum, initial * factor**attempt)``."""
+        # Computed by repeated multiplication so a large factor cannot overflow a float.
+        bound = self.initial
+        for _ in range(self.attempt):
+            bound *= self.factor
+            if bound >= self.maximum:
+                return self.maximum
+        return min(bound, self.maximum)
 
     def next_delay(self) -> float:
-        """The delay before the next attempt; grows until ``maximum``."""
-        cap = min(self.maximum, self.initial * self.factor**self.attempt)
-        self.attempt = min(self.attempt + 1, 64)
-        # Full jitter, but never less than a tenth of the initial delay.
+        """The delay before the next attempt, and count that attempt."""
+        cap = self.cap()
+        if cap < self.maximum:
+            self.attempt += 1
         return max(self.initial / 10, self._rng.uniform(0, cap))
 
     def reset(self) -> None:
-        """A session worked: start again from ``initial``."""
+        """A session worked: the next delay is drawn from ``[0, initial]`` again."""
         self.attempt = 0

@@ -1,43 +1,71 @@
 """One camera pulled from one recorder URL: an RTSP client session that reconnects.
 
-All tracks share one RTSP session (RFC 2326 §1.3 aggregate control): DESCRIBE,
-SETUP per track with the first reply's Session id, one aggregate PLAY. RTP
-comes interleaved on the RTSP connection (default) or over UDP. Keepalives
-(GET_PARAMETER when the server lists it, else OPTIONS) run independently of
-the reader, within the server's session timeout. Packets go straight from
-``data_received`` to the listener: no per-packet objects beyond the packet's
-own buffer, no per-packet log line. Cancellation ends :meth:`RtspSource.run`
-promptly wherever it is. Credentials never reach a log line or a reason.
+Theory of operation. :meth:`RtspSource.run` loops over sessions. A session is one TCP
+(or TLS, for ``rtsps``) connection carrying one RTSP session for *all* tracks (RFC 2326
+§1.3 aggregate control): OPTIONS (to learn whether GET_PARAMETER exists), DESCRIBE,
+SETUP of every SDP media in order, reusing the Session id of the first reply (§12.37),
+then one aggregate PLAY (§C.1.1). RTP/RTCP comes interleaved on the RTSP connection
+(§10.12, channels ``2i``/``2i+1`` for track ``i``) or over a UDP port pair per track.
+
+While playing, two small tasks run beside the reader: keepalives (GET_PARAMETER when the
+server's Public header lists it, else OPTIONS) at half the session timeout (§12.37), and
+minimal RTCP receiver reports every few seconds (RFC 3550 §6.2). Replies are matched to
+requests by CSeq, so interleaved frames keep flowing while a request is outstanding.
+
+The hot path: ``data_received`` feeds the RTSP :class:`StreamParser`, which hands each
+interleaved frame (a fresh ``bytearray``) straight to the listener; no other per-packet
+object, no per-packet log line. Packets that arrive before PLAY has been answered are
+held back (a bounded list) and delivered right after ``on_connected``.
+
+A session ends at the first of: TCP close or error, RTCP BYE, an RTSP request that gets
+no reply within ``request_timeout``, a failed keepalive, an error status. The listener
+then hears ``on_lost(reason)`` exactly once, and the next attempt follows a jittered,
+capped exponential backoff. Cancellation ends ``run()`` promptly wherever it is;
+:meth:`RtspSource.aclose` sends a best-effort TEARDOWN first.
+
+Credentials come from the URL's userinfo or from ``username``/``password``; the URL on the
+wire, in logs, in reasons and in ``repr`` never carries them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
+from urllib.parse import urljoin
 
 import structlog
 
 from rmfproxy.rtp import rtcp
 from rmfproxy.rtsp.auth import Challenge, DigestClient, parse_challenges
-from rmfproxy.rtsp.errors import ParseError
 from rmfproxy.rtsp.headers import SessionHeader, TransportSpec, parse_public
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.rtsp.sdp import SessionDescription, resolve_control
 from rmfproxy.upstream.backoff import Backoff
-from rmfproxy.upstream.url import host_port, redact, split_credentials
+from rmfproxy.upstream.url import host_port, is_tls, split_credentials
 
 log = structlog.get_logger(__name__)
 
 RR_INTERVAL = 5.0
+"""Seconds between RTCP receiver reports sent upstream (RFC 3550 §6.2 minimum is 5 s)."""
+TEARDOWN_TIMEOUT = 0.5
+"""How long :meth:`RtspSource.aclose` waits for the TEARDOWN reply."""
+DEFAULT_SESSION_TIMEOUT = 60
+"""Session timeout when the server does not announce one (RFC 2326 §12.37)."""
+MAX_KEEPALIVE_INTERVAL = 30.0
+"""Keepalives also probe a half-open TCP connection, so never wait longer than this."""
+EARLY_PACKETS = 512
+"""Packets held back between the PLAY reply on the wire and ``on_connected``."""
+
 _INTERLEAVED = struct.Struct(">cBH")
+_DIGEST_ALGORITHMS = ("MD5", "MD5-SESS", "SHA-256", "SHA-256-SESS")
 
 
 class SourceListener(Protocol):
@@ -47,14 +75,14 @@ class SourceListener(Protocol):
         """PLAY succeeded; tracks are numbered in SDP media order."""
 
     def on_packet(self, track: int, rtcp: bool, data: bytearray) -> None:
-        """One RTP or RTCP packet (the hot path)."""
+        """One RTP or RTCP packet (the hot path); ``data`` is the receiver's to keep."""
 
     def on_lost(self, reason: str) -> None:
-        """The session ended; a reconnect follows after a backoff delay."""
+        """The session ended (or never started); a reconnect follows after a backoff delay."""
 
 
 class Lost(Exception):
-    """The session ended for ``reason``."""
+    """The session ended for ``reason`` (a short, credential-free string)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -66,14 +94,24 @@ class SourceStats:
     """Counters of one source."""
 
     packets: int = 0
+    """RTP and RTCP packets delivered to the listener."""
     bytes: int = 0
-    sessions: int = 0
+    """Their total size."""
     reconnects: int = 0
+    """Attempts made after a lost (or failed) session."""
     last_packet_time: float = 0.0
+    """``time.monotonic()`` of the last RTP packet (RTCP does not count: it flows on
+    when the camera has frozen), 0.0 before the first."""
+    sessions: int = 0
+    """Sessions that reached PLAY."""
+    protocol_errors: int = 0
+    """Malformed messages from the server (skipped)."""
+    foreign_datagrams: int = 0
+    """UDP datagrams from an address other than the server's (dropped)."""
 
 
 class _Conn(asyncio.Protocol):
-    """The RTSP TCP connection: responses to futures, frames to the source."""
+    """The RTSP connection: responses to waiting futures, frames to the source."""
 
     def __init__(self, source: RtspSource) -> None:
         self.source = source
@@ -87,45 +125,61 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.parser.feed(data)
+        self.parser.feed(data)  # interleaved frames are delivered from in here
         while (ev := self.parser.next_event()) is not None:
             if isinstance(ev, Response):
-                fut = self.pending.pop(ev.cseq or -1, None)
+                fut = self.pending.pop(ev.cseq if ev.cseq is not None else -1, None)
                 if fut is not None and not fut.done():
                     fut.set_result(ev)
-            elif isinstance(ev, Request) and self.transport is not None:
-                # Server-to-client requests (GET_PARAMETER, ANNOUNCE): acknowledge.
-                h = Headers({"CSeq": ev.headers.get("CSeq") or "0"})
-                self.transport.write(Response(200, headers=h).serialize())
-            elif isinstance(ev, ParseError):
-                self.source.protocol_errors += 1
+            elif isinstance(ev, Request):
+                self.source._server_request(self, ev)
+            else:
+                self.source.stats.protocol_errors += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lose("tcp-closed" if exc is None else f"tcp-error {type(exc).__name__}")
 
     def lose(self, reason: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result(reason)
+        """End the session with ``reason`` (the first reason wins)."""
+        if self.closed.done():
+            return
+        self.closed.set_result(reason)
+        self.source._early = []  # stop delivering at once: the session is over
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(Lost(reason))
         self.pending.clear()
 
+    def write(self, data: bytes) -> None:
+        """Send bytes unless the connection is already gone."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, deliver: Callable[[bytes], None]) -> None:
-        self.deliver = deliver
+    """One UDP port of a track: datagrams from the server go to the source."""
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.deliver(data)
+    def __init__(self, source: RtspSource, track: int, is_rtcp: bool) -> None:
+        self.source = source
+        self.track = track
+        self.is_rtcp = is_rtcp
+        self.peer_host: str | None = None
+        """Only datagrams from this address are accepted (set from the SETUP reply)."""
 
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.peer_host is not None and addr[0] != self.peer_host:
+            self.source.stats.foreign_datagrams += 1
+            return
+        self.source._deliver(self.track, self.is_rtcp, bytearray(data))
 
-def _same(proto: _Udp) -> _Udp:
-    return proto
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. port unreachable for a receiver report) are not a session loss;
+        # the RTSP connection and the owner's freeze detection decide that.
+        pass
 
 
 class RtspSource:
-    """Pulls one camera from one RTSP URL, reconnecting until cancelled."""
+    """Pulls one camera from one RTSP URL, reconnecting until cancelled or closed."""
 
     def __init__(
         self,
@@ -141,78 +195,117 @@ class RtspSource:
         backoff: Backoff | None = None,
         user_agent: str = "rmfproxy",
     ) -> None:
-        clean, url_user, url_pw = split_credentials(url)
+        clean, url_user, url_password = split_credentials(url)
+        if transport not in ("tcp", "udp"):
+            raise ValueError("transport must be 'tcp' or 'udp'")
         self.url = clean
+        """The URL used on the wire and in logs: never any userinfo."""
         self.listener = listener
         self.transport = transport
-        self._user = username or url_user
-        self._password = password if password is not None else url_pw
-        self.name = name or redact(url)
+        self.name = name or clean
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff if backoff is not None else Backoff()
         self.user_agent = user_agent
         self.stats = SourceStats()
-        self.protocol_errors = 0
+        self._user = username if username is not None else url_user
+        self._password = password if password is not None else (url_password or "")
+        self._host, self._port = host_port(clean)
+        self._tls = is_tls(clean)
+        # Per-session state, reset by _close_connection.
         self._conn: _Conn | None = None
         self._cseq = 0
         self._session: SessionHeader | None = None
-        self._digest: DigestClient | None = None
-        self._challenge: Challenge | None = None
+        self._play_url: str | None = None
         self._channels: list[tuple[int, bool] | None] = [None] * 256
         self._udp: list[asyncio.DatagramTransport] = []
-        self._udp_targets: dict[int, tuple[str, int]] = {}
+        self._rr_sinks: list[Callable[[bytes], None]] = []
+        self._early: list[tuple[int, bool, bytearray]] | None = []
+        # Survives reconnects: the last challenge answered (RFC 7616 §3.4: reuse it, new nc).
+        self._digest: DigestClient | None = None
+        self._challenge: Challenge | None = None
         self._ssrc = random.getrandbits(32)
+        self._task: asyncio.Task[Any] | None = None
+        self._closing = False
 
     def __repr__(self) -> str:
-        return f"RtspSource({self.name!r}, url={self.url!r})"
+        return f"RtspSource(name={self.name!r}, url={self.url!r}, transport={self.transport!r})"
 
     # the loop --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, play and read; on loss report it, back off, retry. Ends only by cancel."""
-        while True:
-            delivered_before = self.stats.packets
-            try:
-                reason = await self._one_session()
-            except Lost as lost:
-                reason = lost.reason
-            except TimeoutError:
-                reason = "timeout"
-            except OSError as exc:
-                reason = f"connect-failed: {exc.strerror or type(exc).__name__}"
-            except (ValueError, IndexError) as exc:
-                reason = f"protocol-error: {type(exc).__name__}"
-            finally:
-                self._teardown_transport()
-            log.warning("upstream.lost", source=self.name, url=self.url, reason=reason)
-            self.listener.on_lost(reason)
-            if self.stats.packets > delivered_before:
-                self.backoff.reset()
-            self.stats.reconnects += 1
-            await asyncio.sleep(self.backoff.next_delay())
+        """Connect, play and read; on loss report it, back off, retry.
+
+        Ends only when cancelled (``CancelledError`` propagates, sockets are closed) or
+        after :meth:`aclose`.
+        """
+        if self._task is not None:
+            raise RuntimeError("RtspSource.run() is already running")
+        self._task = asyncio.current_task()
+        try:
+            while not self._closing:
+                delivered_before = self.stats.packets
+                reason = await self._session_reason()
+                if self._closing:
+                    return
+                if self.stats.packets > delivered_before:
+                    self.backoff.reset()  # that session worked: retry quickly
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "upstream.lost",
+                    source=self.name,
+                    url=self.url,
+                    reason=reason,
+                    retry_in=round(delay, 3),
+                )
+                self.listener.on_lost(reason)
+                await asyncio.sleep(delay)
+                self.stats.reconnects += 1
+        finally:
+            self._close_connection()
+            self._task = None
+
+    async def _session_reason(self) -> str:
+        """Run one session to its end; the reason it ended. Only cancellation escapes."""
+        try:
+            return await self._one_session()
+        except Lost as lost:
+            return lost.reason
+        except TimeoutError:
+            return "timeout"
+        except OSError as exc:
+            return f"io-error: {exc.strerror or type(exc).__name__}"
+        except (ValueError, IndexError, UnicodeError) as exc:
+            # Malformed SDP, Transport, Session...: the parsers' messages carry no secret,
+            # but keep the reason short and stable.
+            log.info("upstream.protocol_error", source=self.name, error=str(exc)[:200])
+            return f"protocol-error: {type(exc).__name__}"
+        except Exception as exc:
+            # A bug must not stop this camera for good: log it with context and retry.
+            log.exception("upstream.internal_error", source=self.name, url=self.url)
+            return f"internal-error: {type(exc).__name__}"
+        finally:
+            self._close_connection()
 
     async def _one_session(self) -> str:
-        loop = asyncio.get_running_loop()
-        host, port = host_port(self.url)
-        async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(lambda: _Conn(self), host, port)
-        self._conn = conn
-        self._session = None
-        self._channels = [None] * 256
-        opts = await self._request("OPTIONS", self.url)
-        public = parse_public(opts.headers.get("Public") or "")
+        conn = await self._connect()
+        options = await self._request("OPTIONS", self.url, check=False)
+        public = parse_public(options.headers.get("Public") or "") if options.status < 300 else []
         resp = await self._request("DESCRIBE", self.url, {"Accept": "application/sdp"})
         if not resp.body:
             raise Lost("protocol-error: DESCRIBE without SDP")
         sdp = SessionDescription.parse(resp.body.decode("utf-8", "replace"))
-        base = resp.headers.get("Content-Base") or resp.headers.get("Content-Location") or self.url
         if not sdp.media:
             raise Lost("protocol-error: SDP without media")
+        # RFC 2326 §C.1.1: controls are relative to Content-Base, else Content-Location,
+        # else the request URL.
+        base = resp.headers.get("Content-Base") or resp.headers.get("Content-Location")
+        base = urljoin(self.url, base) if base else self.url
         for i, media in enumerate(sdp.media):
-            await self._setup(i, resolve_control(base, media.control))
-        play_url = resolve_control(base, sdp.control) if sdp.control else base
+            await self._setup(conn, i, resolve_control(base, media.control))
+        play_url = resolve_control(base, sdp.control)  # aggregate control (§C.1.1)
         await self._request("PLAY", play_url, {"Range": "npt=0.000-"})
+        self._play_url = play_url
         self.stats.sessions += 1
         log.info(
             "upstream.connected",
@@ -222,27 +315,59 @@ class RtspSource:
             transport=self.transport,
         )
         self.listener.on_connected(sdp)
-        timeout = self._session.timeout if self._session and self._session.timeout else 60
-        keep = asyncio.create_task(self._keepalive(timeout, "GET_PARAMETER" in public, play_url))
-        rr = asyncio.create_task(self._receiver_reports(len(sdp.media)))
+        early, self._early = self._early or [], None
+        for track, is_rtcp, data in early:
+            self._deliver(track, is_rtcp, data)
+        assert self._session is not None
+        timeout = self._session.timeout or DEFAULT_SESSION_TIMEOUT
+        interval = min(MAX_KEEPALIVE_INTERVAL, max(1.0, timeout / 2))
+        method = "GET_PARAMETER" if "GET_PARAMETER" in public else "OPTIONS"
+        tasks = [
+            asyncio.create_task(self._keepalive(conn, interval, method, play_url)),
+            asyncio.create_task(self._receiver_reports()),
+        ]
         try:
             return await conn.closed
         finally:
-            for t in (keep, rr):
+            for t in tasks:
                 t.cancel()
-            for t in (keep, rr):
-                with contextlib.suppress(asyncio.CancelledError, Lost):
-                    await t
+            await asyncio.wait(tasks)
 
-    async def _setup(self, track: int, url: str) -> None:
-        headers: dict[str, str] = {}
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        self._early = []
+        self._session = None
+        self._channels = [None] * 256
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self._tls:
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(self),
+                        self._host,
+                        self._port,
+                        ssl=ssl.create_default_context(),
+                        server_hostname=self._host,
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(self), self._host, self._port
+                    )
+        except TimeoutError:
+            raise Lost("connect-failed: timeout") from None
+        except OSError as exc:
+            raise Lost(f"connect-failed: {exc.strerror or type(exc).__name__}") from None
+        self._conn = conn
+        return conn
+
+    async def _setup(self, conn: _Conn, track: int, url: str) -> None:
+        """SETUP one track in the session (RFC 2326 §10.4)."""
+        udp: tuple[_Udp, _Udp] | None = None
         if self.transport == "tcp":
             spec = TransportSpec(lower_transport="TCP", interleaved=(2 * track, 2 * track + 1))
         else:
-            ports = await self._bind_udp(track)
+            udp, ports = await self._bind_udp(conn, track)
             spec = TransportSpec(lower_transport="UDP", client_port=ports)
-        headers["Transport"] = spec.serialize()
-        resp = await self._request("SETUP", url, headers)
+        resp = await self._request("SETUP", url, {"Transport": spec.serialize()})
         session = resp.headers.get("Session")
         if session is None:
             raise Lost("protocol-error: SETUP reply without Session")
@@ -250,113 +375,162 @@ class RtspSource:
             self._session = SessionHeader.parse(session)
         value = resp.headers.get("Transport")
         reply = TransportSpec.parse(value.split(",")[0]) if value else spec
-        if self.transport == "tcp":
-            a, b = reply.interleaved or (2 * track, 2 * track + 1)
-            self._channels[a] = (track, False)
-            self._channels[b] = (track, True)
-        elif reply.server_port is not None:
-            host, _ = host_port(self.url)
-            self._udp_targets[track] = (host, reply.server_port[1])
+        if udp is None:
+            # The server may pick other channels (§12.39): map what it chose.
+            rtp_ch, rtcp_ch = reply.interleaved or (2 * track, 2 * track + 1)
+            self._channels[rtp_ch] = (track, False)
+            self._channels[rtcp_ch] = (track, True)
 
-    async def _bind_udp(self, track: int) -> tuple[int, int]:
-        """An even/odd local port pair on the address of the RTSP connection."""
-        assert self._conn is not None and self._conn.transport is not None
-        local = self._conn.transport.get_extra_info("sockname")[0]
+            def send_tcp(rr: bytes, ch: int = rtcp_ch) -> None:
+                conn.write(_INTERLEAVED.pack(b"$", ch, len(rr)) + rr)
+
+            self._rr_sinks.append(send_tcp)
+        else:
+            peer = conn.transport.get_extra_info("peername") if conn.transport else None
+            host = reply.source or (peer[0] if peer else self._host)
+            for proto in udp:
+                proto.peer_host = host
+            if reply.server_port is not None:
+                rtcp_transport = self._udp[-1]
+                target = (host, reply.server_port[1])
+
+                def send_udp(rr: bytes) -> None:
+                    if not rtcp_transport.is_closing():
+                        rtcp_transport.sendto(rr, target)
+
+                self._rr_sinks.append(send_udp)
+
+    async def _bind_udp(self, conn: _Conn, track: int) -> tuple[tuple[_Udp, _Udp], tuple[int, int]]:
+        """An even/odd port pair (RFC 3550 §11) on the RTSP connection's local address."""
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        family = sock.family if sock is not None else socket.AF_INET
+        s1, s2 = _bind_pair(family, conn.transport.get_extra_info("sockname")[0])
+        port = s1.getsockname()[1]
         loop = asyncio.get_running_loop()
-        for _ in range(32):
-            s1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                s1.bind((local, 0))
-                p = s1.getsockname()[1]
-                if p % 2:
-                    raise OSError("odd")
-                s2.bind((local, p + 1))
-            except OSError:
-                s1.close()
-                s2.close()
-                continue
-            s1.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            rtp_proto = _Udp(self._udp_deliver(track, False))
-            rtcp_proto = _Udp(self._udp_deliver(track, True))
-            t1, _ = await loop.create_datagram_endpoint(
-                functools.partial(_same, rtp_proto), sock=s1
-            )
-            t2, _ = await loop.create_datagram_endpoint(
-                functools.partial(_same, rtcp_proto), sock=s2
-            )
-            self._udp += [t1, t2]
-            return p, p + 1
-        raise Lost("udp-bind-failed")
-
-    def _udp_deliver(self, track: int, is_rtcp: bool) -> Callable[[bytes], None]:
-        def deliver(data: bytes) -> None:
-            self._deliver(track, is_rtcp, bytearray(data))
-
-        return deliver
+        rtp_proto = _Udp(self, track, False)
+        rtcp_proto = _Udp(self, track, True)
+        try:
+            t1, _ = await loop.create_datagram_endpoint(lambda: rtp_proto, sock=s1)
+        except BaseException:
+            s1.close()
+            s2.close()
+            raise
+        self._udp.append(t1)
+        try:
+            t2, _ = await loop.create_datagram_endpoint(lambda: rtcp_proto, sock=s2)
+        except BaseException:
+            s2.close()
+            raise
+        self._udp.append(t2)
+        return (rtp_proto, rtcp_proto), (port, port + 1)
 
     # requests ----------------------------------------------------------------
 
     async def _request(
-        self, method: str, url: str, extra: dict[str, str] | None = None, retry_auth: bool = True
+        self, method: str, url: str, extra: dict[str, str] | None = None, *, check: bool = True
     ) -> Response:
+        """Send a request and wait for its reply, answering one 401 with credentials.
+
+        A second 401 is ``Lost("auth-failed")``; with ``check`` any other non-2xx status is
+        ``Lost("rtsp-error <status>")``. No reply within ``request_timeout``: ``TimeoutError``.
+        """
+        resp = await self._send(method, url, extra)
+        if resp.status == 401:
+            # RFC 2326 §D.1 / RFC 7616 §3.3: answer the challenge, retry once. A stored
+            # challenge that now fails (e.g. a stale nonce after reconnecting) is replaced.
+            challenge = self._pick_challenge(resp)
+            if challenge is None or self._user is None:
+                raise Lost("auth-failed")
+            self._challenge = challenge
+            self._digest = DigestClient(self._user, self._password)
+            resp = await self._send(method, url, extra)
+            if resp.status == 401:
+                raise Lost("auth-failed")
+        if check and not 200 <= resp.status < 300:
+            log.info(
+                "upstream.rtsp_error",
+                source=self.name,
+                method=method,
+                status=resp.status,
+                reason=resp.reason[:60],
+            )
+            raise Lost(f"rtsp-error {resp.status}")
+        return resp
+
+    async def _send(self, method: str, url: str, extra: dict[str, str] | None) -> Response:
         conn = self._conn
-        if conn is None or conn.transport is None or conn.closed.done():
-            raise Lost("tcp-closed")
+        if conn is None or conn.closed.done():
+            raise Lost(conn.closed.result() if conn is not None else "tcp-closed")
         self._cseq += 1
-        headers = Headers({"CSeq": str(self._cseq), "User-Agent": self.user_agent})
+        cseq = self._cseq
+        headers = Headers({"CSeq": str(cseq), "User-Agent": self.user_agent})
         if self._session is not None:
             headers["Session"] = self._session.id
         for k, v in (extra or {}).items():
             headers[k] = v
         if self._challenge is not None and self._digest is not None:
+            # Keep answering the last challenge (new nc each time, RFC 7616 §3.4).
             headers["Authorization"] = self._digest.authorization(self._challenge, method, url)
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        conn.pending[self._cseq] = fut
-        conn.transport.write(Request(method, url, headers).serialize())
-        async with asyncio.timeout(self.request_timeout):
-            resp = await fut
-        if resp.status == 401 and retry_auth and self._user is not None:
-            challenges = parse_challenges(resp.headers.get_all("WWW-Authenticate"))
-            pick = next((c for c in challenges if c.scheme == "Digest"), None) or next(
-                (c for c in challenges if c.scheme == "Basic"), None
-            )
-            if pick is None:
-                raise Lost("auth-failed: no supported scheme")
-            self._challenge = pick
-            self._digest = DigestClient(self._user, self._password or "")
-            return await self._request(method, url, extra, retry_auth=False)
-        if resp.status == 401:
-            raise Lost("auth-failed")
-        if not 200 <= resp.status < 300:
-            raise Lost(f"rtsp-error {resp.status} on {method}")
-        return resp
+        conn.pending[cseq] = fut
+        try:
+            conn.write(Request(method, url, headers).serialize())
+            async with asyncio.timeout(self.request_timeout):
+                return await fut
+        finally:
+            conn.pending.pop(cseq, None)
 
-    async def _keepalive(self, session_timeout: int, get_parameter: bool, url: str) -> None:
-        interval = max(1.0, min(session_timeout / 2, 30.0))
-        method = "GET_PARAMETER" if get_parameter else "OPTIONS"
+    @staticmethod
+    def _pick_challenge(resp: Response) -> Challenge | None:
+        """Digest (with an algorithm we speak) before Basic (RFC 7616 §3.7)."""
+        try:
+            challenges = parse_challenges(resp.headers.get_all("WWW-Authenticate"))
+        except ValueError:
+            return None
+        digest = [
+            c
+            for c in challenges
+            if c.scheme == "Digest" and c.nonce and c.algorithm.upper() in _DIGEST_ALGORITHMS
+        ]
+        if digest:
+            return digest[0]
+        return next((c for c in challenges if c.scheme == "Basic"), None)
+
+    def _server_request(self, conn: _Conn, req: Request) -> None:
+        """Requests from the server (RFC 2326 §10: OPTIONS, GET_PARAMETER, ANNOUNCE, ...)."""
+        headers = Headers({"CSeq": req.headers.get("CSeq") or "0"})
+        if self._session is not None:
+            headers["Session"] = self._session.id
+        conn.write(Response(200, headers=headers).serialize())
+        if req.method.upper() == "REDIRECT":
+            # §10.10: the server wants us elsewhere; reconnecting is the safe answer.
+            conn.lose("redirect")
+
+    async def _keepalive(self, conn: _Conn, interval: float, method: str, url: str) -> None:
+        """Keep the session alive (RFC 2326 §12.37) and probe the server for replies."""
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._request(method, url)
+                resp = await self._request(method, url, check=False)
             except (TimeoutError, Lost):
-                if self._conn is not None:
-                    self._conn.lose("keepalive-failed")
+                conn.lose("keepalive-failed")
+                return
+            except Exception:
+                log.exception("upstream.keepalive_error", source=self.name)
+                conn.lose("keepalive-failed")
+                return
+            if resp.status == 454:  # Session Not Found: the server forgot us
+                conn.lose("keepalive-failed")
                 return
 
-    async def _receiver_reports(self, tracks: int) -> None:
+    async def _receiver_reports(self) -> None:
         """Minimal RTCP RRs upstream so recorders that expect them keep the session."""
+        rr = rtcp.build_receiver_report(self._ssrc, cname="rmfproxy")
         while True:
+            for send in self._rr_sinks:
+                send(rr)
             await asyncio.sleep(RR_INTERVAL)
-            rr = rtcp.build_receiver_report(self._ssrc, cname="rmfproxy")
-            conn = self._conn
-            for track in range(tracks):
-                if self.transport == "tcp":
-                    ch = next((c for c, v in enumerate(self._channels) if v == (track, True)), None)
-                    if ch is not None and conn is not None and conn.transport is not None:
-                        conn.transport.write(_INTERLEAVED.pack(b"$", ch, len(rr)) + rr)
-                elif track in self._udp_targets and len(self._udp) > 2 * track + 1:
-                    self._udp[2 * track + 1].sendto(rr, self._udp_targets[track])
 
     # packets -----------------------------------------------------------------
 
@@ -366,22 +540,76 @@ class RtspSource:
             self._deliver(entry[0], entry[1], payload)
 
     def _deliver(self, track: int, is_rtcp: bool, data: bytearray) -> None:
+        early = self._early
+        if early is not None:
+            # Before on_connected (or after the loss): hold a bounded number back.
+            if len(early) < EARLY_PACKETS:
+                early.append((track, is_rtcp, data))
+            return
         st = self.stats
         st.packets += 1
         st.bytes += len(data)
-        st.last_packet_time = time.monotonic()
-        if is_rtcp and rtcp.is_rtcp_bye(data) and self._conn is not None:
-            self._conn.lose("rtcp-bye")
-            return
+        if is_rtcp:
+            # RFC 3550 §6.6: BYE means this source is leaving.
+            if rtcp.is_rtcp_bye(data) and self._conn is not None:
+                self._conn.lose("rtcp-bye")
+                return
+        else:
+            st.last_packet_time = time.monotonic()
         self.listener.on_packet(track, is_rtcp, data)
 
-    def _teardown_transport(self) -> None:
+    # shutdown ----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop for good: TEARDOWN the session (best effort, at most 0.5 s), end ``run()``.
+
+        ``run()`` then returns (or raises ``CancelledError`` if it was between sessions);
+        ``on_lost`` is not called for this ending.
+        """
+        self._closing = True
+        if self._play_url is not None and self._conn is not None:
+            with contextlib.suppress(Lost, TimeoutError, OSError, ValueError):
+                async with asyncio.timeout(TEARDOWN_TIMEOUT):
+                    await self._send("TEARDOWN", self._play_url, None)  # RFC 2326 §10.7
+        task = self._task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        self._close_connection()
+
+    stop = aclose
+
+    def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
+        self._early = []
+        self._play_url = None
+        self._rr_sinks = []
         if conn is not None:
             conn.lose("closed")
             if conn.transport is not None:
                 conn.transport.abort()
         for t in self._udp:
-            t.close()
-        self._udp.clear()
-        self._udp_targets.clear()
+            t.abort()
+        self._udp = []
+
+
+def _bind_pair(family: int, local: str) -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on ``local``: an even port and the odd one above it (RFC 3550 §11)."""
+    for _ in range(64):
+        s1 = socket.socket(family, socket.SOCK_DGRAM)
+        s2 = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            s1.bind((local, 0))
+            port = s1.getsockname()[1]
+            if port % 2 or port == 65535:
+                raise OSError("odd port")
+            s2.bind((local, port + 1))
+        except OSError:
+            s1.close()
+            s2.close()
+            continue
+        with contextlib.suppress(OSError):
+            # Room for a keyframe burst while the loop is busy elsewhere.
+            s1.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        return s1, s2
+    raise Lost("udp-bind-failed")

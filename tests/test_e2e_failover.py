@@ -1,0 +1,112 @@
+"""End to end: a recorder fails while FFmpeg (through PyAV) reads the proxy.
+
+The client session must survive, every frame it gets must decode, the frame
+counters must never repeat, and the picture must be back within one GOP of
+detection (the switch happens at the standby's next keyframe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rmfproxy.relay.proxy import Proxy
+from rmfproxy.sim.probe import ProbeResult, read_rtsp
+from rmfproxy.sim.runner import SimCluster
+from tests.support import relay
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
+
+FPS = 25
+GOP = 25
+READ_SECONDS = 8.0
+FAULT_AT = 2.5
+
+
+async def inject(sim: SimCluster, fault: str) -> None:
+    rec = sim.recorders["r1"]
+    if fault == "close":
+        rec.close_connections()
+        rec.server.fault_stall_rtsp = True  # and refuse to come back during the test
+    elif fault == "freeze":
+        rec.freeze()
+    elif fault == "hung":
+        rec.freeze()
+        rec.stall_rtsp()
+    elif fault == "restart":
+        await rec.restart(3.0)
+
+
+def assert_survived(r: ProbeResult, max_lost: int, max_gap: float) -> None:
+    assert r.error is None, r.error
+    assert r.decode_errors == 0, r.warnings[:5]
+    assert not [w for w in r.warnings if "missed" in w or "corrupt" in w], r.warnings[:5]
+    assert r.repeated() == 0
+    assert r.lost() <= max_lost, f"lost {r.lost()} frames"
+    assert r.max_gap_seconds() <= max_gap, f"picture gone for {r.max_gap_seconds():.2f}s"
+    # The stream went on after the fault for the rest of the read.
+    assert r.frames_decoded >= (READ_SECONDS - 1.0 - max_gap) * FPS
+
+
+async def read_through_fault(
+    sim: SimCluster, proxy: Proxy, fault: str, transport: str = "tcp"
+) -> ProbeResult:
+    reader = asyncio.create_task(
+        asyncio.to_thread(read_rtsp, proxy.url("lobby"), transport=transport, seconds=READ_SECONDS)
+    )  # type: ignore[arg-type]
+    await asyncio.sleep(FAULT_AT)
+    await inject(sim, fault)
+    return await reader
+
+
+@pytest.mark.parametrize("fault", ["close", "freeze", "hung", "restart"])
+@pytest.mark.parametrize(("codec", "transport"), [("h264", "tcp"), ("h265", "udp")])
+async def test_failover_keeps_client_clean(fault: str, codec: str, transport: str) -> None:
+    async with relay(codec, gop=GOP) as (sim, proxy):  # type: ignore[arg-type]
+        result = await read_through_fault(sim, proxy, fault, transport)
+        feed = proxy.feeds["lobby"]
+        switches = [s for s in feed.switches if s.reason == "failover"]
+    assert switches and switches[0].from_source == "r1" and switches[0].to_source == "r2"
+    # Detection within its budget; the picture back within one GOP after it.
+    assert_survived(result, max_lost=GOP + 10, max_gap=0.5 + GOP / FPS)
+
+
+async def test_differently_encoded_standby_resumes_at_keyframe() -> None:
+    async with relay("h264", gop=GOP, variants=["r2"]) as (sim, proxy):
+        result = await read_through_fault(sim, proxy, "close")
+    # The variant has a two-second GOP: the picture is back within one of its GOPs.
+    assert_survived(result, max_lost=2 * GOP + 10, max_gap=0.5 + 2 * GOP / FPS)
+
+
+async def test_failback_after_hold_down_is_clean() -> None:
+    camera = {"failback_hold": 1.0}
+    async with relay("h264", gop=GOP, camera=camera) as (sim, proxy):
+        reader = asyncio.create_task(
+            asyncio.to_thread(read_rtsp, proxy.url("lobby"), seconds=READ_SECONDS)
+        )
+        await asyncio.sleep(1.5)
+        sim.recorders["r1"].freeze()
+        await asyncio.sleep(1.5)
+        sim.recorders["r1"].freeze(False)
+        result = await reader
+        reasons = [(s.reason, s.to_source) for s in proxy.feeds["lobby"].switches]
+    assert ("failover", "r2") in reasons and ("failback", "r1") in reasons
+    assert_survived(result, max_lost=2 * (GOP + 10), max_gap=0.5 + GOP / FPS)
+
+
+async def test_both_down_then_back_resumes() -> None:
+    async with relay("h264", gop=GOP) as (sim, proxy):
+        reader = asyncio.create_task(
+            asyncio.to_thread(read_rtsp, proxy.url("lobby"), seconds=READ_SECONDS)
+        )
+        await asyncio.sleep(1.5)
+        sim.recorders["r1"].freeze()
+        sim.recorders["r2"].freeze()
+        await asyncio.sleep(2.0)
+        sim.recorders["r2"].freeze(False)
+        result = await reader
+    assert result.error is None and result.decode_errors == 0 and result.repeated() == 0
+    assert result.max_gap_seconds() < 2.0 + 0.5 + GOP / FPS
+    # Frames arrived again after the outage.
+    assert result.arrivals[-1] - result.arrivals[0] > READ_SECONDS - 1.5
