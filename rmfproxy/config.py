@@ -133,6 +133,9 @@ class CameraConfig(_Model):
     stall_timeout_max: float = Field(default=2.0, gt=0, le=120)
     """Ceiling of the freeze-detection budget."""
     failback_hold: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds a higher-priority source must be healthy before failing back to it."""
+    hitless: bool = True
+    """Merge sources that carry the same access units (no frame lost or repeated)."""
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> CameraConfig:

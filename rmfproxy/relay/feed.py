@@ -27,6 +27,7 @@ import structlog
 
 from rmfproxy.relay.formats import TrackFormat, client_sdp, track_formats
 from rmfproxy.relay.health import Heartbeat
+from rmfproxy.relay.merge import Merger
 from rmfproxy.relay.policy import Decision, Reason, SwitchPolicy
 from rmfproxy.relay.rewriter import Rewriter
 from rmfproxy.rtp import h264, h265, rtcp
@@ -120,9 +121,12 @@ class Feed:
         stall_floor: float = 0.15,
         stall_ceiling: float = 2.0,
         failback_hold: float = 10.0,
+        hitless: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.camera = camera
+        self.hitless = hitless
+        self.merger: Merger | None = None
         self.clock = clock
         self.slots = [
             SourceSlot(i, "", heartbeat=Heartbeat(stall_floor, stall_ceiling)) for i in range(count)
@@ -155,6 +159,8 @@ class Feed:
 
     def ssrc(self, track: int) -> int:
         """The proxy-owned outbound SSRC of ``track``."""
+        if self.merger is not None and track == self.video_track:
+            return self.merger.ssrc
         return self._rewriters[track].ssrc
 
     def start_points(self) -> dict[int, TrackStart]:
@@ -228,6 +234,8 @@ class Feed:
         slot.heartbeat.reset()
         slot.last_video_ts = None
         slot.trackers = [self._tracker(f) for f in formats] if slot.compatible else []
+        if self.merger is not None:
+            self.merger.reset_source(index)
         if not slot.compatible:
             self.incompatible_sources += 1
             log.error(
@@ -261,6 +269,12 @@ class Feed:
         self._rewriters = [Rewriter(f.clock_rate) for f in formats]
         self.video_track = next((i for i, f in enumerate(formats) if f.media == "video"), None)
         self.fanout = Fanout(len(formats), self.video_track)
+        if self.hitless and self.video_track is not None:
+            f = formats[self.video_track]
+            nal_formats = {"H264": h264.FORMAT, "H265": h265.FORMAT, "HEVC": h265.FORMAT}
+            nal_format = nal_formats.get(f.encoding)
+            if nal_format is not None:
+                self.merger = Merger(nal_format, f.clock_rate)
 
     # health and switching ----------------------------------------------------
 
@@ -298,6 +312,11 @@ class Feed:
             from_source=self.source_name(old),
             detection_ms=round(self._detection * 1000, 1),
         )
+        if self.merger is not None:
+            if self.merger.aligned(decision.target):
+                self._switch(now)  # same AUs on the same timeline: nothing to wait for
+            else:
+                self.merger.anchor(decision.target)
 
     def _switch(self, now: float) -> None:
         """Make the pending switch (we are at the new source's keyframe start)."""
@@ -359,6 +378,9 @@ class Feed:
                 if offset > len(data):
                     self.dropped_packets += 1
                     return
+                if self.merger is not None:
+                    self._merge(index, data, offset, now)
+                    return
                 key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
         elif self.video_track is None:
             slot.heartbeat.on_frame(now)
@@ -373,6 +395,19 @@ class Feed:
         assert self.fanout is not None
         self.fanout.send_rtp(track, data, key)
 
+    def _merge(self, index: int, data: bytearray, offset: int, now: float) -> None:
+        assert self.merger is not None and self.fanout is not None
+        out = self.merger.push(index, data, offset, now)
+        if not out:
+            return
+        if self.pending is not None and self.pending.target == index:
+            self._switch(now)
+        track = self.video_track
+        assert track is not None
+        for pkt, key in out:
+            self.fanout.send_rtp(track, pkt, key)
+        self._last_out = now
+
     async def _send_reports(self) -> None:
         """Our own sender reports, from the outbound numbering (continuous across switches)."""
         while True:
@@ -382,14 +417,17 @@ class Feed:
             now_mono = self.clock()
             wall = time.time()
             for track, rw in enumerate(self._rewriters):
-                if rw.packets == 0:
+                src: Rewriter | Merger = rw
+                if self.merger is not None and track == self.video_track:
+                    src = self.merger
+                if src.packets == 0:
                     continue
                 sr = rtcp.build_sender_report(
-                    rw.ssrc,
+                    src.ssrc,
                     rtcp.ntp_from_unix(wall),
-                    rw.rtp_time_at(now_mono),
-                    rw.packets,
-                    rw.octets,
+                    src.rtp_time_at(now_mono),
+                    src.packets,
+                    src.octets,
                     cname=f"rmfproxy-{self.camera}",
                 )
                 self.fanout.send_rtcp(track, sr)

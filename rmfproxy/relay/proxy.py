@@ -49,6 +49,7 @@ class Proxy:
                 stall_floor=cam.stall_timeout,
                 stall_ceiling=cam.stall_timeout_max,
                 failback_hold=cam.failback_hold,
+                hitless=cam.hitless,
             )
         access = None
         if config.rtsp.users:

@@ -32,19 +32,18 @@ class Backoff:
 
     def cap(self) -> float:
         """The upper bound of the next delay: ``min(maximum, initial * factor**attempt)``."""
-        # Computed by repeated multiplication so a large factor cannot overflow a float.
-        bound = self.initial
-        for _ in range(self.attempt):
-            bound *= self.factor
-            if bound >= self.maximum:
-                return self.maximum
-        return min(bound, self.maximum)
+        if self.attempt == 0 or self.factor == 1:
+            return self.initial
+        # Compare in logs first, so that a large factor or attempt cannot overflow a float.
+        if self.attempt * math.log(self.factor) >= math.log(self.maximum / self.initial):
+            return self.maximum
+        return min(self.maximum, self.initial * self.factor**self.attempt)
 
     def next_delay(self) -> float:
         """The delay before the next attempt, and count that attempt."""
         cap = self.cap()
-        if cap < self.maximum:
-            self.attempt += 1
+        if cap < self.maximum and self.factor > 1:
+            self.attempt += 1  # stops once the cap is reached: no unbounded growth
         return max(self.initial / 10, self._rng.uniform(0, cap))
 
     def reset(self) -> None:
