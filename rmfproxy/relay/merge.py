@@ -159,10 +159,13 @@ class Merger:
         asm = src.assembly
         if asm is None or asm.ts != ts:
             # A new AU starts. It is whole only if the previous packet ended an AU.
-            follows = src.last_seq is not None and ((src.last_seq + 1) & 0xFFFF) == seq
-            asm = _Assembly(ts, next_seq=seq, complete_start=src.after_marker and follows)
             if src.last_seq is None:
-                asm.complete_start = False
+                # A source's first packet starts a whole AU only if it begins a keyframe
+                # (servers start a stream on one; anything else may be mid-frame).
+                whole = key
+            else:
+                whole = src.after_marker and ((src.last_seq + 1) & 0xFFFF) == seq
+            asm = _Assembly(ts, next_seq=seq, complete_start=whole)
             src.assembly = asm
         if seq != asm.next_seq or len(asm.packets) >= MAX_AU_PACKETS:
             asm.broken = True  # a packet of this AU is missing (or it is absurdly large)
