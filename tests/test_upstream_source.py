@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -322,7 +322,9 @@ async def test_options_not_supported_is_tolerated() -> None:
 # authentication, secrets ---------------------------------------------------------------------
 
 
-def assert_no_secret(logs: list[dict[str, Any]], listener: Listener, source: RtspSource) -> None:
+def assert_no_secret(
+    logs: list[MutableMapping[str, Any]], listener: Listener, source: RtspSource
+) -> None:
     assert logs, "structlog output was not captured"
     assert PASSWORD not in repr(logs)
     assert PASSWORD not in repr(listener.lost)

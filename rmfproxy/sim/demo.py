@@ -1,4 +1,12 @@
-"""``rmfproxy demo``: simulated recorders, the proxy in front of them, and what to watch."""
+"""``rmfproxy demo``: the M→N shape with scripted faults and a live view.
+
+Two primary recorders each serve two cameras; one redundant recorder serves
+all four (dual recording). The proxy pulls every camera from its primary and
+from the redundant recorder at once. Every ~20 s a scripted fault hits a
+recorder (kill, freeze, restart, then recovery and failback), and the
+terminal shows each camera's active source, the health of each source and
+the last switch with its gap.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,58 @@ import time
 from typing import Literal
 
 from rmfproxy.config import parse_config
+from rmfproxy.relay.feed import Feed
 from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
-CAMERAS = ["lobby", "gate"]
+LAYOUT = {"primary-a": ["lobby", "gate"], "primary-b": ["dock", "yard"]}
+REDUNDANT = "redundant"
+
+# (seconds after the previous step, recorder, fault, what the viewer should see)
+SCRIPT = [
+    (20, "primary-a", "kill", "primary-a crashes: lobby and gate continue from the redundant"),
+    (10, "primary-a", "recover", "primary-a is back: failback after the 5 s hold-down"),
+    (20, "primary-b", "freeze", "primary-b freezes silently: dock and yard switch"),
+    (10, "primary-b", "unfreeze", "primary-b flows again: failback after the hold-down"),
+    (20, "primary-a", "restart", "primary-a restarts (down 3 s)"),
+]
+
+
+async def _fault(sim: SimCluster, recorder: str, fault: str) -> None:
+    rec = sim.recorders[recorder]
+    if fault == "kill":
+        rec.stall_rtsp()  # refuse new sessions while "down"
+        rec.freeze()
+        rec.close_connections()
+    elif fault == "recover":
+        rec.clear()
+    elif fault == "freeze":
+        rec.freeze()
+    elif fault == "unfreeze":
+        rec.freeze(False)
+    elif fault == "restart":
+        await rec.restart(3.0)
+
+
+async def _script(sim: SimCluster, events: list[str]) -> None:
+    while True:
+        for delay, recorder, fault, text in SCRIPT:
+            await asyncio.sleep(delay)
+            events.append(f"{time.strftime('%H:%M:%S')}  {text}")
+            await _fault(sim, recorder, fault)
+
+
+def _camera_line(cam: str, feed: Feed, now: float) -> str:
+    health = "  ".join(f"{s.name}:{'up' if s.healthy(now) else 'DOWN'}" for s in feed.slots)
+    active = feed.source_name(feed.active) or "none"
+    last = feed.switches[-1] if feed.switches else None
+    sw = (
+        f"last switch {last.reason} {last.from_source}->{last.to_source} "
+        f"gap {last.gap_s * 1000:.0f} ms"
+        if last and last.from_source
+        else "no switch yet"
+    )
+    return f"  {cam:<6} active={active:<10} [{health}]  {sw}  clients={feed.clients}"
 
 
 async def run_demo(
@@ -22,15 +78,17 @@ async def run_demo(
     size: tuple[int, int] = (640, 360),
     codec: Literal["h264", "h265"] = "h264",
 ) -> None:
-    """Run until ``stop``: two simulated recorders, the proxy, a status line per camera."""
+    """Run until ``stop``."""
+    cameras = [c for cams in LAYOUT.values() for c in cams]
     print("encoding the simulated cameras ...", flush=True)
     spec = SimSpec(
-        recorders=[("primary", 0), ("redundant", 0)],
-        cameras=CAMERAS,
+        recorders=[("primary-a", 0), ("primary-b", 0), (REDUNDANT, 0)],
+        cameras=cameras,
         codec=codec,
         size=size,
         bitrate=1_500_000,
         seconds=8.0,
+        serves={**LAYOUT, REDUNDANT: cameras},
     )
     async with SimCluster(spec) as sim:
         cfg = parse_config(
@@ -39,36 +97,47 @@ async def run_demo(
                 "log": {"format": "console", "level": "warning"},
                 "cameras": {
                     cam: {
+                        "failback_hold": 5.0,
                         "sources": [
-                            {"url": sim.url("primary", cam), "name": "primary"},
-                            {"url": sim.url("redundant", cam), "name": "redundant"},
-                        ]
+                            {"url": sim.url(primary, cam), "name": primary},
+                            {"url": sim.url(REDUNDANT, cam), "name": REDUNDANT},
+                        ],
                     }
-                    for cam in CAMERAS
+                    for primary, cams in LAYOUT.items()
+                    for cam in cams
                 },
             }
         )
         proxy = Proxy(cfg)
         await proxy.start()
+        events: list[str] = []
+        script = asyncio.create_task(_script(sim, events))
+        tty = sys.stdout.isatty()
         try:
-            print("\nrmfproxy demo is running. Watch a camera with:")
-            for cam in CAMERAS:
-                print(f"  ffplay -rtsp_transport tcp {proxy.url(cam)}")
-            print(f"  (or open {proxy.url(CAMERAS[0])} in VLC).  Ctrl-C stops.\n", flush=True)
+            header = [
+                "rmfproxy demo: 2 primary recorders + 1 redundant covering both (M→N)",
+                "Watch a camera (it keeps playing through every fault):",
+            ]
+            header += [f"  ffplay -rtsp_transport tcp {proxy.url(c)}" for c in cameras]
+            header.append(f"  (or open {proxy.url(cameras[0])} in VLC).  Ctrl-C stops.")
+            if not tty:
+                print("\n".join(header), flush=True)
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                line = "  ".join(
-                    f"{cam}: active={_active(proxy, cam)} clients={proxy.feeds[cam].clients}"
-                    for cam in CAMERAS
-                )
-                sys.stdout.write(f"\r{time.strftime('%H:%M:%S')}  {line}   ")
+                    await asyncio.wait_for(stop.wait(), 0.5 if tty else 5.0)
+                now = proxy.feeds[cameras[0]].clock()
+                lines = [_camera_line(c, proxy.feeds[c], now) for c in cameras]
+                if tty:
+                    body = "\n".join([*header, "", *lines, "", "events:", *events[-6:]])
+                    sys.stdout.write("\x1b[H\x1b[2J" + body + "\n")
+                else:
+                    print(time.strftime("%H:%M:%S"), *lines, sep="\n")
+                    while events:
+                        print("event:", events.pop(0))
                 sys.stdout.flush()
         finally:
             print("\nstopping ...", flush=True)
+            script.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await script
             await proxy.stop()
-
-
-def _active(proxy: Proxy, cam: str) -> str:
-    feed = proxy.feeds[cam]
-    return feed.slots[feed.active].name if feed.active is not None else "none"

@@ -29,6 +29,8 @@ class SimSpec:
     seconds: float = 4.0
     variants: list[str] = field(default_factory=list)
     """Recorders that serve a differently encoded copy of every camera."""
+    serves: dict[str, list[str]] = field(default_factory=dict)
+    """Cameras each recorder serves (a recorder not listed serves every camera)."""
     control: str = ""
     host: str = "127.0.0.1"
 
@@ -82,9 +84,10 @@ class SimCluster:
         clips = await asyncio.to_thread(encode_cameras, spec)
         variant = await asyncio.to_thread(encode_cameras, spec, True) if spec.variants else {}
         for i, (name, port) in enumerate(spec.recorders):
-            rec = SimRecorder(
-                name, variant if name in spec.variants else clips, host=spec.host, port=port, seed=i
-            )
+            pool = variant if name in spec.variants else clips
+            wanted = spec.serves.get(name)
+            served = {c: clip for c, clip in pool.items() if wanted is None or c in wanted}
+            rec = SimRecorder(name, served, host=spec.host, port=port, seed=i)
             await rec.start()
             self.recorders[name] = rec
         if spec.control:
