@@ -134,6 +134,8 @@ class CameraConfig(_Model):
     """Ceiling of the freeze-detection budget."""
     failback_hold: float = Field(default=10.0, ge=0, le=3600)
     """Seconds a higher-priority source must be healthy before failing back to it."""
+    outage_limit: float = Field(default=60.0, gt=0, le=86400)
+    """Seconds client sessions stay open while no source is healthy."""
     hitless: bool = True
     """Merge sources that carry the same access units (no frame lost or repeated)."""
 

@@ -81,10 +81,16 @@ async def test_keyframe_switch_without_hitless(fault: str) -> None:
     assert_survived(result, max_lost=GOP + 10, max_gap=0.5 + GOP / FPS)
 
 
-async def test_differently_encoded_standby_resumes_at_keyframe() -> None:
-    async with relay("h264", gop=GOP, variants=["r2"]) as (sim, proxy):
-        result = await read_through_fault(sim, proxy, "close")
-    # The variant has a two-second GOP: the picture is back within one of its GOPs.
+@pytest.mark.parametrize("fault", ["close", "freeze"])
+@pytest.mark.parametrize(("codec", "transport"), [("h264", "tcp"), ("h265", "udp")])
+async def test_differently_encoded_standby_resumes_at_keyframe(
+    fault: str, codec: str, transport: str
+) -> None:
+    # r2 serves another encoding (2 s GOP, other bitrate) under another payload type,
+    # which the proxy rewrites to the announced one (FFmpeg drops foreign PTs).
+    async with relay(codec, gop=GOP, variants=["r2"], payload_types={"r2": 98}) as (sim, proxy):  # type: ignore[arg-type]
+        result = await read_through_fault(sim, proxy, fault, transport)
+    # The picture is back within one of the standby's GOPs, on a keyframe.
     assert_survived(result, max_lost=2 * GOP + 10, max_gap=0.5 + 2 * GOP / FPS)
 
 

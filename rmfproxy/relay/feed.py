@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from rmfproxy.relay.formats import TrackFormat, client_sdp, track_formats
+from rmfproxy.relay.formats import TrackFormat, client_sdp, same_format, track_formats
 from rmfproxy.relay.health import Heartbeat
 from rmfproxy.relay.merge import Merger
 from rmfproxy.relay.policy import Decision, Reason, SwitchPolicy
@@ -72,6 +72,7 @@ class SourceSlot:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     trackers: list[KeyframeTracker | None] = field(default_factory=list)
     last_video_ts: int | None = None
+    pt_rewrite: list[int] = field(default_factory=list)
     packets: int = 0
     bytes: int = 0
     lost_reasons: list[str] = field(default_factory=list)
@@ -122,10 +123,14 @@ class Feed:
         stall_ceiling: float = 2.0,
         failback_hold: float = 10.0,
         hitless: bool = True,
+        outage_limit: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.camera = camera
         self.hitless = hitless
+        self.outage_limit = outage_limit
+        self.no_source_since: float | None = None
+        """Since when no source has been healthy (None while one is)."""
         self.merger: Merger | None = None
         self.clock = clock
         self.slots = [
@@ -230,7 +235,14 @@ class Feed:
         if self._sdp is None:
             self._adopt(sdp, formats)
         slot.connected = True
-        slot.compatible = formats == self._formats
+        slot.compatible = len(formats) == len(self._formats) and all(
+            same_format(a, b) for a, b in zip(self._formats, formats, strict=True)
+        )
+        # Payload types to rewrite to the announced ones (0xFF: already the same).
+        slot.pt_rewrite = [
+            a.payload_type if a.payload_type != b.payload_type else 0xFF
+            for a, b in zip(self._formats, formats, strict=False)
+        ]
         slot.heartbeat.reset()
         slot.last_video_ts = None
         slot.trackers = [self._tracker(f) for f in formats] if slot.compatible else []
@@ -285,6 +297,7 @@ class Feed:
 
     def _evaluate(self, now: float) -> None:
         healthy = [s.healthy(now) for s in self.slots]
+        self._check_outage(now, any(healthy))
         decision = self.policy.decide(now, healthy, self.active)
         if decision is None:
             if self.pending is not None and not healthy[self.pending.target]:
@@ -317,6 +330,18 @@ class Feed:
                 self._switch(now)  # same AUs on the same timeline: nothing to wait for
             else:
                 self.merger.anchor(decision.target)
+
+    def _check_outage(self, now: float, any_healthy: bool) -> None:
+        """Client sessions wait through an outage, up to ``outage_limit`` seconds."""
+        if any_healthy or self.active is None:
+            self.no_source_since = None
+            return
+        if self.no_source_since is None:
+            self.no_source_since = now
+            log.error("feed.no_healthy_source", camera=self.camera)
+        elif now - self.no_source_since > self.outage_limit and self.fanout and self.fanout.sinks:
+            log.error("feed.outage_limit", camera=self.camera, clients=len(self.fanout.sinks))
+            self.fanout.close_all("no-source")
 
     def _switch(self, now: float) -> None:
         """Make the pending switch (we are at the new source's keyframe start)."""
@@ -358,6 +383,9 @@ class Feed:
         if track >= len(self._rewriters) or len(data) < 12 or data[0] >> 6 != 2:
             self.dropped_packets += 1
             return
+        pt = slot.pt_rewrite[track] if track < len(slot.pt_rewrite) else 0xFF
+        if pt != 0xFF:
+            data[1] = (data[1] & 0x80) | pt
         video = track == self.video_track
         key = False
         if video:

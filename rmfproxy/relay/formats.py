@@ -18,6 +18,12 @@ class TrackFormat:
     clock_rate: int
 
 
+def same_format(a: TrackFormat, b: TrackFormat) -> bool:
+    """Can a track of format ``b`` be relayed as ``a``? The payload type may differ
+    (recorders pick their own dynamic numbers): it is rewritten to the announced one."""
+    return (a.media, a.encoding, a.clock_rate) == (b.media, b.encoding, b.clock_rate)
+
+
 def track_formats(sdp: SessionDescription) -> list[TrackFormat]:
     """The comparable format of every media section (first payload type of each)."""
     out = []

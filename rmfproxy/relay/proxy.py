@@ -50,6 +50,7 @@ class Proxy:
                 stall_ceiling=cam.stall_timeout_max,
                 failback_hold=cam.failback_hold,
                 hitless=cam.hitless,
+                outage_limit=cam.outage_limit,
             )
         access = None
         if config.rtsp.users:

@@ -143,7 +143,7 @@ class RtspServer:
         for addr, s in list(self.udp_peers.items()):
             if s is session:
                 del self.udp_peers[addr]
-        if reason == "client-stalled":
+        if reason in ("client-stalled", "no-source"):
             for conn in self.connections:
                 if conn.id == session.connection_id and conn.transport is not None:
                     conn.transport.abort()

@@ -55,7 +55,9 @@ class SimCamera:
         *,
         rng: random.Random | None = None,
         mtu: int = 1400,
+        payload_type: int = PAYLOAD_TYPE,
     ) -> None:
+        self.payload_type = payload_type
         self.path = path
         self.clip = clip
         self.faults = faults or Faults()
@@ -85,9 +87,9 @@ class SimCamera:
             "t=0 0\r\n"
             "a=control:*\r\n"
             "a=range:npt=now-\r\n"
-            f"m=video 0 RTP/AVP {PAYLOAD_TYPE}\r\n"
-            f"a=rtpmap:{PAYLOAD_TYPE} {enc}/{CLOCK_RATE}\r\n"
-            f"a=fmtp:{PAYLOAD_TYPE} {self.clip.sdp_fmtp(PAYLOAD_TYPE)}\r\n"
+            f"m=video 0 RTP/AVP {self.payload_type}\r\n"
+            f"a=rtpmap:{self.payload_type} {enc}/{CLOCK_RATE}\r\n"
+            f"a=fmtp:{self.payload_type} {self.clip.sdp_fmtp(self.payload_type)}\r\n"
             f"a=framerate:{self.clip.fps}\r\n"
             "a=control:trackID=0\r\n"
         )
@@ -157,7 +159,9 @@ class SimCamera:
         out = []
         last = len(payloads) - 1
         for i, payload in enumerate(payloads):
-            pkt = bytearray(rtp.build(PAYLOAD_TYPE, self._seq, ts, self._ssrc, payload, i == last))
+            pkt = bytearray(
+                rtp.build(self.payload_type, self._seq, ts, self._ssrc, payload, i == last)
+            )
             self._seq = (self._seq + 1) & 0xFFFF
             out.append((pkt, au.keyframe and i == 0))
         return out

@@ -46,12 +46,19 @@ class SimRecorder:
         port: int = 0,
         session_timeout: int = 60,
         seed: int | None = None,
+        payload_type: int = 96,
     ) -> None:
         self.name = name
         self.faults = Faults()
         rng = random.Random(seed)
         self.cameras = {
-            path: SimCamera(path, clip, self.faults, rng=random.Random(rng.getrandbits(64)))
+            path: SimCamera(
+                path,
+                clip,
+                self.faults,
+                rng=random.Random(rng.getrandbits(64)),
+                payload_type=payload_type,
+            )
             for path, clip in clips.items()
         }
         self.server = RtspServer(

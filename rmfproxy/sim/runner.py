@@ -29,6 +29,10 @@ class SimSpec:
     seconds: float = 4.0
     variants: list[str] = field(default_factory=list)
     """Recorders that serve a differently encoded copy of every camera."""
+    payload_types: dict[str, int] = field(default_factory=dict)
+    """Dynamic payload type per recorder (default 96), as real recorders choose their own."""
+    session_timeout: int = 60
+    """Session timeout the recorders announce (keepalive pace of their clients)."""
     serves: dict[str, list[str]] = field(default_factory=dict)
     """Cameras each recorder serves (a recorder not listed serves every camera)."""
     control: str = ""
@@ -87,7 +91,15 @@ class SimCluster:
             pool = variant if name in spec.variants else clips
             wanted = spec.serves.get(name)
             served = {c: clip for c, clip in pool.items() if wanted is None or c in wanted}
-            rec = SimRecorder(name, served, host=spec.host, port=port, seed=i)
+            rec = SimRecorder(
+                name,
+                served,
+                host=spec.host,
+                port=port,
+                seed=i,
+                session_timeout=spec.session_timeout,
+                payload_type=spec.payload_types.get(name, 96),
+            )
             await rec.start()
             self.recorders[name] = rec
         if spec.control:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import socket
 import ssl
@@ -168,7 +169,15 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if self.peer_host is not None and addr[0] != self.peer_host:
-            self.source.stats.foreign_datagrams += 1
+            stats = self.source.stats
+            stats.foreign_datagrams += 1
+            if stats.foreign_datagrams == 1:
+                log.warning(
+                    "upstream.foreign_datagram",
+                    source=self.source.name,
+                    sender=addr[0],
+                    expected=self.peer_host,
+                )
             return
         self.source._deliver(self.track, self.is_rtcp, bytearray(data))
 
@@ -387,7 +396,10 @@ class RtspSource:
             self._rr_sinks.append(send_tcp)
         else:
             peer = conn.transport.get_extra_info("peername") if conn.transport else None
-            host = reply.source or (peer[0] if peer else self._host)
+            # Accept media only from the server (or the source it names, §12.39).
+            host = peer[0] if peer else self._host
+            if reply.source and _is_ip(reply.source):
+                host = reply.source
             for proto in udp:
                 proto.peer_host = host
             if reply.server_port is not None:
@@ -613,3 +625,11 @@ def _bind_pair(family: int, local: str) -> tuple[socket.socket, socket.socket]:
             s1.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         return s1, s2
     raise Lost("udp-bind-failed")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

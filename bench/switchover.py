@@ -1,0 +1,177 @@
+"""Switchover benchmark: forced failovers measured by an independent client.
+
+    .venv/bin/python bench/switchover.py [--switches 10] [--faults kill,freeze,stall,restart]
+
+For each fault and each mode (``identical``: both recorders carry the same
+encoded access units; ``different``: the standby serves a differently encoded
+copy with a longer GOP), K failovers are forced on the active recorder while
+one FFmpeg client (PyAV) reads the proxy for the whole series. Per failover,
+from the client's own frame arrivals and the simulator's frame counters:
+the switch gap (longest interval between consecutive frames around the
+fault), frames lost and repeated; per series, decode errors and whether the
+client session survived. Prints JSON with p50/p99/max per fault and mode.
+The simulator, the proxy and the client share this process (the client in a
+thread); the numbers include that contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import uvloop
+
+from rmfproxy.config import parse_config
+from rmfproxy.log import configure_logging
+from rmfproxy.relay.proxy import Proxy
+from rmfproxy.sim.probe import ProbeResult, read_rtsp
+from rmfproxy.sim.recorder import SimRecorder
+from rmfproxy.sim.runner import SimCluster, SimSpec
+
+FAULTS = ["kill", "freeze", "stall", "restart"]
+SETTLE = 2.5
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))]
+
+
+async def break_(rec: SimRecorder, fault: str) -> None:
+    if fault == "kill":
+        rec.stall_rtsp()
+        rec.freeze()
+        rec.close_connections()
+    elif fault == "freeze":
+        rec.freeze()
+    elif fault == "stall":
+        rec.stall_rtsp()  # media keeps flowing; the keepalive finds out
+    elif fault == "restart":
+        asyncio.get_running_loop().create_task(rec.restart(2.0))
+
+
+async def mend(rec: SimRecorder, fault: str) -> None:
+    if fault != "restart":
+        rec.clear()
+
+
+def per_switch(r: ProbeResult, t_fault: float, t_end: float) -> dict[str, float]:
+    pairs = [
+        (t, c) for t, c in zip(r.arrivals, r.counters, strict=True) if t_fault - 0.2 <= t <= t_end
+    ]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(pairs)]
+    counters = [c for _, c in pairs if c is not None]
+    lost = sum(b - a - 1 for a, b in itertools.pairwise(counters) if b > a + 1)
+    repeated = sum(1 for a, b in itertools.pairwise(counters) if b <= a)
+    return {"gap_ms": max(gaps, default=float("nan")) * 1000, "lost": lost, "repeated": repeated}
+
+
+async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, Any]:
+    spec = SimSpec(
+        recorders=[("r1", 0), ("r2", 0)],
+        cameras=["cam"],
+        codec=codec,  # type: ignore[arg-type]
+        seconds=4.0,
+        session_timeout=4,
+        variants=["r2"] if mode == "different" else [],
+    )
+    async with SimCluster(spec) as sim:
+        cfg = parse_config(
+            {
+                "rtsp": {"listen": "127.0.0.1:0"},
+                "log": {"format": "json", "level": "error"},
+                "cameras": {
+                    "cam": {
+                        "failback_hold": 0.5,
+                        "sources": [
+                            {"url": sim.url("r1", "cam"), "name": "r1"},
+                            {"url": sim.url("r2", "cam"), "name": "r2"},
+                        ],
+                    }
+                },
+            }
+        )
+        proxy = Proxy(cfg)
+        await proxy.start()
+        feed = proxy.feeds["cam"]
+        try:
+            while feed.active is None or not feed.start_points():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            per_fault = 2 * SETTLE + (6.0 if fault == "stall" else 0.0)
+            total = 1.0 + switches * per_fault + 1.0
+            reader = asyncio.create_task(
+                asyncio.to_thread(read_rtsp, proxy.url("cam"), seconds=total)
+            )
+            await asyncio.sleep(1.0)
+            windows = []
+            for _ in range(switches):
+                active = feed.source_name(feed.active) or "r1"
+                rec = sim.recorders[active]
+                before = len(feed.switches)
+                t0 = time.monotonic()
+                await break_(rec, fault)
+                await asyncio.sleep(SETTLE + (6.0 if fault == "stall" else 0.0))
+                t1 = time.monotonic()
+                windows.append((t0, t1, len(feed.switches) > before))
+                await mend(rec, fault)
+                await asyncio.sleep(SETTLE)
+            result = await reader
+        finally:
+            await proxy.stop()
+    rows = [per_switch(result, t0, t1) for t0, t1, _ in windows]
+    gaps = [r["gap_ms"] for r in rows]
+    return {
+        "fault": fault,
+        "mode": mode,
+        "switches": switches,
+        "switched": sum(1 for *_, ok in windows if ok),
+        "gap_ms_p50": round(pct(gaps, 50), 1),
+        "gap_ms_p99": round(pct(gaps, 99), 1),
+        "gap_ms_max": round(max(gaps, default=float("nan")), 1),
+        "frames_lost_total": sum(int(r["lost"]) for r in rows),
+        "frames_lost_max": max((int(r["lost"]) for r in rows), default=0),
+        "frames_repeated_total": sum(int(r["repeated"]) for r in rows),
+        "decode_errors": result.decode_errors,
+        "client_disconnects": 0 if result.error is None else 1,
+        "client_error": result.error,
+        "frames_decoded": result.frames_decoded,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure_logging("json", "error")
+    rows = []
+    for fault in args.faults.split(","):
+        for mode in args.modes.split(","):
+            rows.append(await series(fault, mode, args.switches, args.codec))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "switchover",
+                "codec": args.codec,
+                "switches_per_series": args.switches,
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--switches", type=int, default=10)
+    ap.add_argument("--faults", default=",".join(FAULTS))
+    ap.add_argument("--modes", default="identical,different")
+    ap.add_argument("--codec", default="h264", choices=["h264", "h265"])
+    uvloop.run(main(ap.parse_args()))
