@@ -178,6 +178,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             json.dump(
                 {
                     "rtsp": {"listen": f"127.0.0.1:{port}"},
+                    "api": {"listen": "127.0.0.1:0"},
                     "log": {"format": "json", "level": "warning"},
                     "cameras": {
                         c: {"sources": [{"url": u}]} for c, u in zip(cams, direct, strict=True)

@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
         cfg = parse_config(
             {
                 "rtsp": {"listen": "127.0.0.1:0"},
+                "api": {"enabled": False},
                 "log": {"format": "json", "level": "error"},
                 "cameras": {
                     "cam": {
@@ -107,10 +109,9 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
         try:
             while feed.active is None or not feed.start_points():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            per_fault = 2 * SETTLE + (6.0 if fault == "stall" else 0.0)
-            total = 1.0 + switches * per_fault + 1.0
+            stop = threading.Event()
             reader = asyncio.create_task(
-                asyncio.to_thread(read_rtsp, proxy.url("cam"), seconds=total)
+                asyncio.to_thread(read_rtsp, proxy.url("cam"), seconds=86400.0, stop=stop)
             )
             await asyncio.sleep(1.0)
             windows = []
@@ -125,6 +126,15 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
                 windows.append((t0, t1, len(feed.switches) > before))
                 await mend(rec, fault)
                 await asyncio.sleep(SETTLE)
+                # The next fault must hit one recorder while the other is a healthy
+                # standby again (a broken recorder may take a request timeout to return).
+                deadline = time.monotonic() + 30.0
+                while time.monotonic() < deadline and not all(  # noqa: ASYNC110
+                    s.healthy(feed.clock()) for s in feed.slots
+                ):
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            stop.set()
             result = await reader
         finally:
             await proxy.stop()

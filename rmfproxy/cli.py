@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulated recorders, the proxy, and a URL to watch")
     demo.add_argument("--port", type=int, default=8554, help="proxy RTSP port")
+    demo.add_argument(
+        "--api-port", type=int, default=9100, help="admin port (status page, metrics)"
+    )
     demo.add_argument("--size", type=_size, default=(640, 360))
     demo.add_argument("--codec", choices=["h264", "h265"], default="h264")
     return p
@@ -191,7 +194,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rmfproxy.sim.demo import run_demo
 
     async def run(stop: asyncio.Event) -> int:
-        await run_demo(stop, port=args.port, size=args.size, codec=args.codec)
+        await run_demo(
+            stop, port=args.port, api_port=args.api_port, size=args.size, codec=args.codec
+        )
         return 0
 
     return _run_async(run)

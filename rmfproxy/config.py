@@ -175,9 +175,51 @@ class RtspConfig(_Model):
 
 
 class ApiConfig(_Model):
-    """The admin HTTP listener."""
+    """The admin HTTP listener: metrics, health, the admin API and the status page."""
 
     listen: HostPort = "127.0.0.1:9100"
+    enabled: bool = True
+    token_env: str | None = None
+    """Environment variable holding the bearer token for mutating endpoints."""
+    token_file: Path | None = None
+    """File holding that token. With neither, mutating endpoints are disabled."""
+    token: str | None = Field(default=None, exclude=True, repr=False)
+    ready_grace: float = Field(default=30.0, ge=0, le=3600)
+    """Seconds after start during which /readyz waits for every camera to have a healthy
+    source; after it, the proxy is ready even with cameras down."""
+    thumbnail_interval: float = Field(default=5.0, ge=0.5, le=3600)
+    """Seconds a status-page thumbnail is cached before it is decoded again."""
+
+    @model_validator(mode="after")
+    def _token_source(self) -> ApiConfig:
+        if self.token is not None:
+            raise ValueError(
+                "an inline token is not accepted: use token_env (an environment "
+                "variable name) or token_file (a path)"
+            )
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+    def resolve_token(self) -> Secret | None:
+        """Read the bearer token from its environment variable or file (None: not configured)."""
+        value: str | None = None
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env)
+            if value is None:
+                raise ValueError(f"environment variable {self.token_env} is not set")
+        elif self.token_file is not None:
+            try:
+                value = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read token file {self.token_file}: {exc.strerror}"
+                ) from None
+        if value is None:
+            return None
+        if len(value) < 16:
+            raise ValueError("the token must be at least 16 characters")
+        return Secret(value)
 
 
 class LogConfig(_Model):
@@ -250,6 +292,10 @@ def parse_config(data: Any) -> Config:
                 problems.append((f"rtsp.users.{i}", "needs password_env or password_file"))
         except ValueError as exc:
             problems.append((f"rtsp.users.{i}", str(exc)))
+    try:
+        cfg.api.resolve_token()
+    except ValueError as exc:
+        problems.append(("api", str(exc)))
     if problems:
         raise ConfigError(problems)
     return cfg

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for rmfproxy: the system packages the
-# tests and the demo use (FFmpeg, GStreamer with its RTSP server and rtspsrc)
+# tests and the demo use (FFmpeg, GStreamer with its RTSP server and rtspsrc,
+# Prometheus and promtool, headless Chromium for the status page)
 # and a virtual environment in .venv with the project and its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
   gir1.2-gst-rtsp-server-1.0 python3-gi
+  prometheus chromium fonts-dejavu-core
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

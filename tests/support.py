@@ -18,6 +18,7 @@ async def relay(
     cameras: tuple[str, ...] = ("lobby",),
     rtsp: dict[str, Any] | None = None,
     camera: dict[str, Any] | None = None,
+    api: dict[str, Any] | None = None,
     **spec: Any,
 ) -> AsyncIterator[tuple[SimCluster, Proxy]]:
     """Two simulated recorders serving ``cameras`` and a proxy relaying them (r1 primary)."""
@@ -26,6 +27,7 @@ async def relay(
         cfg = parse_config(
             {
                 "rtsp": {"listen": "127.0.0.1:0", **(rtsp or {})},
+                "api": {"listen": "127.0.0.1:0", **(api or {})},
                 "cameras": {
                     cam: {
                         "sources": [

@@ -141,3 +141,32 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad.write_text("cameras:\n  lobby:\n    sources:\n      - url: ftp://x\n")
     assert main(["check", "--config", str(bad)]) == 1
     assert "cameras.lobby.sources.0.url: must be an rtsp:// URL" in capsys.readouterr().err
+
+
+API_CAMERAS = {"a": {"sources": [{"url": "rtsp://127.0.0.1:1/a"}]}}
+
+
+def test_api_token_comes_from_env_or_file_never_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = problems({"api": {"token": "inline-token-0123456789"}, "cameras": API_CAMERAS})
+    assert "inline token is not accepted" in found["api"]
+    assert "inline-token" not in repr(found)
+    found = problems({"api": {"token_env": "X", "token_file": "/y"}, "cameras": API_CAMERAS})
+    assert found["api"] == "give token_env or token_file, not both"
+    monkeypatch.delenv("RMF_NO_SUCH_TOKEN", raising=False)
+    found = problems({"api": {"token_env": "RMF_NO_SUCH_TOKEN"}, "cameras": API_CAMERAS})
+    assert found["api"] == "environment variable RMF_NO_SUCH_TOKEN is not set"
+    monkeypatch.setenv("RMF_SHORT_TOKEN", "short")
+    found = problems({"api": {"token_env": "RMF_SHORT_TOKEN"}, "cameras": API_CAMERAS})
+    assert found["api"] == "the token must be at least 16 characters"
+    found = problems({"api": {"token_file": str(tmp_path / "missing")}, "cameras": API_CAMERAS})
+    assert found["api"].startswith("cannot read token file")
+
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-0123456789\n")
+    cfg = parse_config({"api": {"token_file": str(token_file)}, "cameras": API_CAMERAS})
+    secret = cfg.api.resolve_token()
+    assert secret is not None and secret.value == "file-token-0123456789"
+    assert "file-token" not in repr(cfg) and str(secret) == "***"
+    assert parse_config({"cameras": API_CAMERAS}).api.resolve_token() is None

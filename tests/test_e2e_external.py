@@ -69,6 +69,7 @@ async def proxied_gst() -> AsyncIterator[Proxy]:
     cfg = parse_config(
         {
             "rtsp": {"listen": "127.0.0.1:0"},
+            "api": {"listen": "127.0.0.1:0"},
             "cameras": {"cam": {"sources": [{"url": f"rtsp://127.0.0.1:{port}/cam"}]}},
         }
     )

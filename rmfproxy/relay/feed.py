@@ -34,6 +34,7 @@ from rmfproxy.rtp import h264, h265, rtcp
 from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.fanout import Fanout
+from rmfproxy.serve.gop import GopBuffer
 from rmfproxy.serve.stream import MediaSink, TrackStart
 from rmfproxy.upstream.source import RtspSource
 
@@ -43,6 +44,9 @@ SR_INTERVAL = 2.0
 """Seconds between RTCP sender reports per track."""
 TICK = 0.02
 """Seconds between health checks (a freeze is detected within its budget plus this)."""
+SOURCE_GOP_BYTES = 8 << 20
+SOURCE_GOP_SECONDS = 20.0
+"""Bounds of each source's current-GOP buffer."""
 
 
 @dataclass
@@ -54,6 +58,10 @@ class SwitchRecord:
     from_source: str | None
     to_source: str
     reason: str
+    """failover, failback, manual or initial (the metric's ``direction``)."""
+    cause: str
+    """What made it: the old source's loss reason (tcp-closed, rtcp-bye, timeout, ...),
+    ``rtp-overdue`` for a silent freeze, ``hold-down`` for a failback, ``operator``."""
     detection_s: float
     """From the old source's last packet to the decision (0 for a planned switch)."""
     gap_s: float
@@ -73,8 +81,19 @@ class SourceSlot:
     trackers: list[KeyframeTracker | None] = field(default_factory=list)
     last_video_ts: int | None = None
     pt_rewrite: list[int] = field(default_factory=list)
+    gop: GopBuffer = field(default_factory=lambda: GopBuffer(SOURCE_GOP_BYTES, SOURCE_GOP_SECONDS))
+    """This source's current GOP (active or standby), parameter sets included."""
     packets: int = 0
     bytes: int = 0
+    frames: int = 0
+    """Video frames (RTP timestamps) received."""
+    packets_lost: int = 0
+    """RTP sequence numbers never seen (per track, gaps below 3000 counted)."""
+    packets_dropped: int = 0
+    """Malformed packets counted and dropped."""
+    bitrate: float = 0.0
+    """Bits per second received over the last second."""
+    last_seq: list[int | None] = field(default_factory=list)
     lost_reasons: list[str] = field(default_factory=list)
 
     def healthy(self, now: float) -> bool:
@@ -155,6 +174,12 @@ class Feed:
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped_packets = 0
         self.incompatible_sources = 0
+        self.no_source_seconds = 0.0
+        """Total time spent without any healthy source (once a source has been relayed)."""
+        self.on_switch: list[Callable[[Feed, SwitchRecord], None]] = []
+        """Called after every switch (metrics)."""
+        self._cause = ""
+        self._started = clock()
 
     # MediaStream -------------------------------------------------------------
 
@@ -181,6 +206,12 @@ class Feed:
         """Remove a client."""
         if self.fanout is not None:
             self.fanout.detach(sink)
+
+    def video_encoding(self) -> str | None:
+        """Encoding name of the announced video track (H264, H265), None without video."""
+        if self.video_track is None:
+            return None
+        return self._formats[self.video_track].encoding
 
     @property
     def clients(self) -> int:
@@ -244,7 +275,9 @@ class Feed:
             for a, b in zip(self._formats, formats, strict=False)
         ]
         slot.heartbeat.reset()
+        slot.gop.clear()
         slot.last_video_ts = None
+        slot.last_seq = [None] * len(formats)
         slot.trackers = [self._tracker(f) for f in formats] if slot.compatible else []
         if self.merger is not None:
             self.merger.reset_source(index)
@@ -263,6 +296,7 @@ class Feed:
     def _on_lost(self, index: int, reason: str) -> None:
         slot = self.slots[index]
         slot.connected = False
+        slot.gop.clear()
         slot.lost_reasons = [*slot.lost_reasons[-9:], reason]
         log.warning("feed.source_lost", camera=self.camera, source=slot.name, reason=reason)
         self._evaluate(self.clock())
@@ -291,9 +325,19 @@ class Feed:
     # health and switching ----------------------------------------------------
 
     async def _watch(self) -> None:
+        last = self.clock()
+        meter_at, meter_bytes = last, [0] * len(self.slots)
         while True:
             await asyncio.sleep(TICK)
-            self._evaluate(self.clock())
+            now = self.clock()
+            if self.active is not None and not any(s.healthy(now) for s in self.slots):
+                self.no_source_seconds += now - last
+            last = now
+            if now - meter_at >= 1.0:
+                for slot, before in zip(self.slots, meter_bytes, strict=True):
+                    slot.bitrate = (slot.bytes - before) * 8 / (now - meter_at)
+                meter_at, meter_bytes = now, [s.bytes for s in self.slots]
+            self._evaluate(now)
 
     def _evaluate(self, now: float) -> None:
         healthy = [s.healthy(now) for s in self.slots]
@@ -317,12 +361,14 @@ class Feed:
         old = self.active
         last = self.slots[old].heartbeat.last_packet if old is not None else None
         self._detection = now - last if (decision.reason is Reason.FAILOVER and last) else 0.0
+        self._cause = self._why(decision, old)
         log.info(
             "feed.switch_planned",
             camera=self.camera,
             reason=decision.reason.value,
             source=self.slots[decision.target].name,
             from_source=self.source_name(old),
+            cause=self._cause,
             detection_ms=round(self._detection * 1000, 1),
         )
         if self.merger is not None:
@@ -330,6 +376,20 @@ class Feed:
                 self._switch(now)  # same AUs on the same timeline: nothing to wait for
             else:
                 self.merger.anchor(decision.target)
+
+    def _why(self, decision: Decision, old: int | None) -> str:
+        if decision.reason is Reason.MANUAL:
+            return "operator"
+        if decision.reason is Reason.FAILBACK:
+            return "hold-down"
+        if decision.reason is Reason.INITIAL or old is None:
+            return "start"
+        slot = self.slots[old]
+        if not slot.connected:
+            return slot.lost_reasons[-1] if slot.lost_reasons else "lost"
+        if not slot.compatible:
+            return "incompatible"
+        return "rtp-overdue"
 
     def _check_outage(self, now: float, any_healthy: bool) -> None:
         """Client sessions wait through an outage, up to ``outage_limit`` seconds."""
@@ -357,6 +417,7 @@ class Feed:
             self.source_name(old),
             self.slots[decision.target].name,
             decision.reason.value,
+            self._cause,
             self._detection,
             gap,
         )
@@ -365,11 +426,14 @@ class Feed:
             "feed.switched",
             camera=self.camera,
             reason=rec.reason,
+            cause=rec.cause,
             source=rec.to_source,
             from_source=rec.from_source,
             detection_ms=round(rec.detection_s * 1000, 1),
             gap_ms=round(gap * 1000, 1),
         )
+        for callback in self.on_switch:
+            callback(self, rec)
 
     # packets -----------------------------------------------------------------
 
@@ -382,7 +446,19 @@ class Feed:
         slot.bytes += len(data)
         if track >= len(self._rewriters) or len(data) < 12 or data[0] >> 6 != 2:
             self.dropped_packets += 1
+            slot.packets_dropped += 1
             return
+        seq = (data[2] << 8) | data[3]
+        if track < len(slot.last_seq):
+            prev = slot.last_seq[track]
+            if prev is not None:
+                delta = (seq - prev) & 0xFFFF
+                if 1 < delta < 3000:
+                    slot.packets_lost += delta - 1
+                if delta < 0x8000:  # not a late (reordered) packet
+                    slot.last_seq[track] = seq
+            else:
+                slot.last_seq[track] = seq
         pt = slot.pt_rewrite[track] if track < len(slot.pt_rewrite) else 0xFF
         if pt != 0xFF:
             data[1] = (data[1] & 0x80) | pt
@@ -392,6 +468,7 @@ class Feed:
             ts = int.from_bytes(data[4:8], "big")
             if ts != slot.last_video_ts:
                 slot.last_video_ts = ts
+                slot.frames += 1
                 slot.heartbeat.on_frame(now)
             else:
                 slot.heartbeat.on_packet(now)
@@ -401,18 +478,23 @@ class Feed:
                 if data[0] & 0x10:
                     if len(data) < offset + 4:
                         self.dropped_packets += 1
+                        slot.packets_dropped += 1
                         return
                     offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
                 if offset > len(data):
                     self.dropped_packets += 1
+                    slot.packets_dropped += 1
                     return
+                key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
+                slot.gop.push(track, data, key, now)
                 if self.merger is not None:
                     self._merge(index, data, offset, now)
                     return
-                key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
-        elif self.video_track is None:
-            slot.heartbeat.on_frame(now)
-            key = True
+        else:
+            if self.video_track is None:
+                slot.heartbeat.on_frame(now)
+                key = True
+            slot.gop.push(track, data, key, now)
         if index != self.active:
             pending = self.pending
             if pending is None or pending.target != index or not (key or self.video_track is None):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import structlog
 
 from rmfproxy.config import Config
+from rmfproxy.ops.api import AdminApi
+from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.relay.feed import Feed, _Listener
 from rmfproxy.serve.access import AccessControl, User
 from rmfproxy.serve.server import RtspServer
@@ -71,16 +76,42 @@ class Proxy:
             client_buffer_bytes=config.rtsp.client_buffer_bytes,
             udp_rtp_port=config.rtsp.udp_rtp_port,
         )
+        self.metrics = ProxyMetrics(self)
+        self.api: AdminApi | None = None
+        if config.api.enabled:
+            self.api = AdminApi(
+                self,
+                self.metrics,
+                token=config.api.resolve_token(),
+                ready_grace=config.api.ready_grace,
+                thumbnail_interval=config.api.thumbnail_interval,
+            )
+        self._lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start pulling every source and serving clients."""
         for feed in self.feeds.values():
             feed.start()
         await self.server.start()
-        log.info("proxy.started", cameras=len(self.feeds), rtsp_port=self.server.port)
+        if self.api is not None:
+            host, port = _split_listen(self.config.api.listen)
+            await self.api.start(host, port)
+        self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
+        log.info(
+            "proxy.started",
+            cameras=len(self.feeds),
+            rtsp_port=self.server.port,
+            api_port=self.api.port if self.api else None,
+        )
 
     async def stop(self) -> None:
         """Stop serving, then stop every feed."""
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+        if self.api is not None:
+            await self.api.stop()
         await self.server.close()
         for feed in self.feeds.values():
             await feed.stop()
@@ -89,3 +120,12 @@ class Proxy:
     def url(self, camera: str) -> str:
         """The client URL of a camera."""
         return self.server.url(camera)
+
+    def api_url(self, path: str = "/") -> str:
+        """A URL on the admin listener."""
+        assert self.api is not None, "the admin API is disabled"
+        host, _ = _split_listen(self.config.api.listen)
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.api.port}{path}"

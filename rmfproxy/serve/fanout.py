@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 
 from rmfproxy.rtp import packet as rtp
+from rmfproxy.serve.gop import GopBuffer
 from rmfproxy.serve.stream import MediaSink, TrackStart
 
 
@@ -26,29 +27,19 @@ class Fanout:
     ) -> None:
         self.tracks = tracks
         self.video_track = video_track
-        self.gop_limit_bytes = gop_limit_bytes
         self.sinks: list[MediaSink] = []
-        self._gop: list[tuple[int, bytes | bytearray]] = []
-        self._gop_bytes = 0
-        self._gop_valid = False
+        self.gop = GopBuffer(gop_limit_bytes)
         self._last: dict[int, tuple[int, int]] = {}
         self.packets_sent = 0
+        self.retired_packets_sent = 0
+        """Packets sent to clients that have gone (their sinks are forgotten)."""
+        self.retired_packets_dropped = 0
 
     def send_rtp(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
         """Send one outbound RTP packet to every sink and remember it in the GOP buffer."""
         is_video = track == self.video_track or self.video_track is None
-        if keyframe_start and is_video:
-            self._gop.clear()
-            self._gop_bytes = 0
-            self._gop_valid = True
-        if self._gop_valid:
-            self._gop_bytes += len(packet)
-            if self._gop_bytes > self.gop_limit_bytes:
-                # An oversized GOP is not kept: new clients wait for the next keyframe.
-                self._gop.clear()
-                self._gop_valid = False
-            else:
-                self._gop.append((track, packet))
+        # An oversized GOP is not kept: new clients then wait for the next keyframe.
+        self.gop.push(track, packet, keyframe_start and is_video)
         self._last[track] = (rtp.sequence(packet), rtp.timestamp(packet))
         self.packets_sent += 1
         for sink in self.sinks:
@@ -62,8 +53,8 @@ class Fanout:
     def start_points(self) -> dict[int, TrackStart]:
         """Where a client attached now would start on each track."""
         starts: dict[int, TrackStart] = {}
-        if self._gop_valid:
-            for track, pkt in self._gop:
+        if self.gop.valid:
+            for track, pkt in self.gop.packets:
                 if track not in starts:
                     starts[track] = TrackStart(rtp.sequence(pkt), rtp.timestamp(pkt))
         for track, (seq, ts) in self._last.items():
@@ -73,9 +64,9 @@ class Fanout:
 
     def attach(self, sink: MediaSink) -> None:
         """Add a sink; it gets the buffered GOP at once, then the live packets."""
-        if self._gop_valid:
+        if self.gop.valid:
             first = True
-            for track, pkt in self._gop:
+            for track, pkt in self.gop.packets:
                 sink.deliver(track, pkt, first)
                 first = False
         self.sinks.append(sink)
@@ -84,9 +75,21 @@ class Fanout:
         """Remove a sink (no-op if it is not attached)."""
         with contextlib.suppress(ValueError):
             self.sinks.remove(sink)
+            self._retire(sink)
+
+    def _retire(self, sink: MediaSink) -> None:
+        self.retired_packets_sent += sink.packets_sent
+        self.retired_packets_dropped += sink.packets_dropped
+
+    def client_packets(self) -> tuple[int, int]:
+        """Packets sent to and dropped for (too slow) clients, since the start, gone ones too."""
+        sent = self.retired_packets_sent + sum(s.packets_sent for s in self.sinks)
+        dropped = self.retired_packets_dropped + sum(s.packets_dropped for s in self.sinks)
+        return sent, dropped
 
     def close_all(self, reason: str) -> None:
         """Tell every sink the stream ended and forget them."""
         sinks, self.sinks = self.sinks, []
         for sink in sinks:
+            self._retire(sink)
             sink.close(reason)

@@ -26,6 +26,11 @@ class TrackStart:
 class MediaSink(Protocol):
     """A client's receiving end: the fan-out calls these for every packet."""
 
+    packets_sent: int
+    """RTP packets handed to the client's transport."""
+    packets_dropped: int
+    """RTP packets not sent because the client was too slow."""
+
     def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
         """Send one RTP packet (already carrying the outbound SSRC/seq/ts)."""
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from rmfproxy.config import parse_config
@@ -71,16 +72,17 @@ def _camera_line(cam: str, feed: Feed, now: float) -> str:
     return f"  {cam:<6} active={active:<10} [{health}]  {sw}  clients={feed.clients}"
 
 
-async def run_demo(
-    stop: asyncio.Event,
+@contextlib.asynccontextmanager
+async def demo_proxy(
     *,
     port: int = 8554,
+    api_port: int = 9100,
     size: tuple[int, int] = (640, 360),
     codec: Literal["h264", "h265"] = "h264",
-) -> None:
-    """Run until ``stop``."""
+    log_format: Literal["json", "console", "auto"] = "console",
+) -> AsyncIterator[tuple[SimCluster, Proxy]]:
+    """The demo's recorders and a started proxy in front of them (no faults, no view)."""
     cameras = [c for cams in LAYOUT.values() for c in cams]
-    print("encoding the simulated cameras ...", flush=True)
     spec = SimSpec(
         recorders=[("primary-a", 0), ("primary-b", 0), (REDUNDANT, 0)],
         cameras=cameras,
@@ -94,7 +96,8 @@ async def run_demo(
         cfg = parse_config(
             {
                 "rtsp": {"listen": f"127.0.0.1:{port}"},
-                "log": {"format": "console", "level": "warning"},
+                "api": {"listen": f"127.0.0.1:{api_port}"},
+                "log": {"format": log_format, "level": "warning"},
                 "cameras": {
                     cam: {
                         "failback_hold": 5.0,
@@ -110,6 +113,24 @@ async def run_demo(
         )
         proxy = Proxy(cfg)
         await proxy.start()
+        try:
+            yield sim, proxy
+        finally:
+            await proxy.stop()
+
+
+async def run_demo(
+    stop: asyncio.Event,
+    *,
+    port: int = 8554,
+    api_port: int = 9100,
+    size: tuple[int, int] = (640, 360),
+    codec: Literal["h264", "h265"] = "h264",
+) -> None:
+    """Run until ``stop``."""
+    cameras = [c for cams in LAYOUT.values() for c in cams]
+    print("encoding the simulated cameras ...", flush=True)
+    async with demo_proxy(port=port, api_port=api_port, size=size, codec=codec) as (sim, proxy):
         events: list[str] = []
         script = asyncio.create_task(_script(sim, events))
         tty = sys.stdout.isatty()
@@ -119,7 +140,11 @@ async def run_demo(
                 "Watch a camera (it keeps playing through every fault):",
             ]
             header += [f"  ffplay -rtsp_transport tcp {proxy.url(c)}" for c in cameras]
-            header.append(f"  (or open {proxy.url(cameras[0])} in VLC).  Ctrl-C stops.")
+            header.append(f"  (or open {proxy.url(cameras[0])} in VLC).")
+            header.append(
+                f"Status page: {proxy.api_url('/')}   metrics: {proxy.api_url('/metrics')}"
+            )
+            header.append("Ctrl-C stops.")
             if not tty:
                 print("\n".join(header), flush=True)
             while not stop.is_set():
@@ -140,4 +165,3 @@ async def run_demo(
             script.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await script
-            await proxy.stop()

@@ -1,0 +1,289 @@
+"""The admin HTTP listener: health, readiness, metrics, the admin API and the status page.
+
+Documented in ``rmfproxy/ops/static/openapi.yaml`` (served at
+``/api/v1/openapi.yaml``). Read-only endpoints are open (bind the listener to
+a trusted address); mutating endpoints need ``Authorization: Bearer <token>``
+with the token from ``api.token_env`` or ``api.token_file``, and are disabled
+(403) when no token is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from rmfproxy.config import Secret
+from rmfproxy.ops.metrics import ProxyMetrics
+from rmfproxy.ops.thumbnail import Thumbnails
+from rmfproxy.relay.feed import Feed, SwitchRecord
+from rmfproxy.upstream.url import redact
+
+if TYPE_CHECKING:
+    from rmfproxy.relay.proxy import Proxy
+
+log = structlog.get_logger(__name__)
+
+STATIC = resources.files("rmfproxy.ops") / "static"
+_STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+_STATIC_TYPES[".yaml"] = "application/yaml"
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _switch_json(rec: SwitchRecord) -> dict[str, Any]:
+    return {
+        "at": datetime.fromtimestamp(rec.at, UTC).isoformat(timespec="milliseconds"),
+        "from": rec.from_source,
+        "to": rec.to_source,
+        "direction": rec.reason,
+        "reason": rec.cause,
+        "detection_ms": round(rec.detection_s * 1000, 1),
+        "gap_ms": round(rec.gap_s * 1000, 1),
+    }
+
+
+def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> dict[str, Any]:
+    """A camera's state as the API returns it."""
+    now = feed.clock()
+    cfg = proxy.config.cameras[cam]
+    sources = []
+    for slot in feed.slots:
+        hb = slot.heartbeat
+        age = slot.gop.age(now)
+        sources.append(
+            {
+                "name": slot.name,
+                "priority": slot.index,
+                "url": redact(cfg.sources[slot.index].url),
+                "connected": slot.connected,
+                "compatible": slot.compatible,
+                "healthy": slot.healthy(now),
+                "active": feed.active == slot.index,
+                "last_packet_age_s": None
+                if hb.last_packet is None
+                else round(now - hb.last_packet, 3),
+                "heartbeat_budget_s": round(hb.budget(), 3),
+                "frame_interval_s": None if hb.interval is None else round(hb.interval, 4),
+                "packets": slot.packets,
+                "bytes": slot.bytes,
+                "frames": slot.frames,
+                "packets_lost": slot.packets_lost,
+                "packets_dropped": slot.packets_dropped,
+                "bitrate_bps": round(slot.bitrate),
+                "reconnects": slot.source.stats.reconnects if slot.source else 0,
+                "gop_bytes": slot.gop.bytes,
+                "gop_age_s": None if age is None else round(age, 3),
+                "last_loss_reasons": slot.lost_reasons[-5:],
+                "thumbnail": f"/api/v1/cameras/{cam}/sources/{slot.name}/thumbnail.jpg",
+            }
+        )
+    pending = feed.pending
+    return {
+        "id": cam,
+        "url_path": f"/{cam}",
+        "active": feed.source_name(feed.active),
+        "pending": None
+        if pending is None
+        else {"source": feed.source_name(pending.target), "direction": pending.reason.value},
+        "mode": "auto" if feed.policy.manual is None else "manual",
+        "manual_source": feed.source_name(feed.policy.manual),
+        "healthy": any(s["healthy"] for s in sources),
+        "clients": feed.clients,
+        "no_healthy_source_seconds": round(feed.no_source_seconds, 3),
+        "sources": sources,
+        "switches": [_switch_json(r) for r in reversed(feed.switches[-switches:])],
+    }
+
+
+class AdminApi:
+    """The aiohttp application and listener of one proxy."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        metrics: ProxyMetrics,
+        *,
+        token: Secret | None,
+        ready_grace: float = 30.0,
+        thumbnail_interval: float = 5.0,
+    ) -> None:
+        self.proxy = proxy
+        self.metrics = metrics
+        self._token = token
+        self.ready_grace = ready_grace
+        self.started = time.monotonic()
+        self.thumbnails = Thumbnails(thumbnail_interval)
+        self.app = web.Application(middlewares=[self._errors])
+        r = self.app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.metrics_page)
+        r.add_get("/api/v1/cameras", self.cameras)
+        r.add_get("/api/v1/cameras/{camera}", self.camera)
+        r.add_post("/api/v1/cameras/{camera}/switch", self.switch)
+        r.add_get("/api/v1/cameras/{camera}/sources/{source}/thumbnail.jpg", self.thumbnail)
+        r.add_get("/api/v1/openapi.yaml", self.static_file("openapi.yaml"))
+        r.add_get("/", self.static_file("status.html"))
+        r.add_get("/status.js", self.static_file("status.js"))
+        r.add_get("/status.css", self.static_file("status.css"))
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # lifecycle ---------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (port 0: any free port, see :attr:`port`)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("api.listening", host=host, port=self.port, mutating=self._token is not None)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # helpers -----------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json":
+                return _error(exc.status, exc.reason)
+            raise
+
+    def _feed(self, request: web.Request) -> tuple[str, Feed]:
+        cam = request.match_info["camera"]
+        feed = self.proxy.feeds.get(cam)
+        if feed is None:
+            raise web.HTTPNotFound(
+                text=f'{{"error": "no camera {cam!r}"}}', content_type="application/json"
+            )
+        return cam, feed
+
+    def _authorize(self, request: web.Request) -> web.Response | None:
+        if self._token is None:
+            return _error(
+                403,
+                "mutating endpoints are disabled: configure api.token_env or api.token_file",
+            )
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._token.value.encode()
+        ):
+            log.warning("api.unauthorized", path=request.path, peer=request.remote)
+            return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+        return None
+
+    @staticmethod
+    def static_file_bytes(name: str) -> bytes:
+        """The content of one packaged static file."""
+        return (STATIC / name).read_bytes()
+
+    def static_file(self, name: str) -> Any:
+        """A handler serving one packaged static file."""
+        suffix = name[name.rfind(".") :]
+
+        async def handler(request: web.Request) -> web.Response:
+            body = self.static_file_bytes(name)
+            return web.Response(
+                body=body,
+                content_type=_STATIC_TYPES[suffix],
+                headers={"Cache-Control": "no-cache"},
+            )
+
+        return handler
+
+    # handlers ----------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """The process is up and its event loop answers."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready when every camera has a healthy source, or the grace period has passed."""
+        down = [
+            cam
+            for cam, feed in self.proxy.feeds.items()
+            if not any(s.healthy(feed.clock()) for s in feed.slots)
+        ]
+        waited = time.monotonic() - self.started
+        ready = not down or waited >= self.ready_grace
+        body = {"ready": ready, "cameras_without_healthy_source": down}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        """Prometheus exposition."""
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def cameras(self, request: web.Request) -> web.Response:
+        """Every camera's state."""
+        return web.json_response(
+            {
+                "cameras": [
+                    camera_json(self.proxy, cam, feed, switches=5)
+                    for cam, feed in self.proxy.feeds.items()
+                ]
+            }
+        )
+
+    async def camera(self, request: web.Request) -> web.Response:
+        """One camera's state with its last 50 switches."""
+        cam, feed = self._feed(request)
+        return web.json_response(camera_json(self.proxy, cam, feed, switches=50))
+
+    async def switch(self, request: web.Request) -> web.Response:
+        """Pin a source (``{"source": "name"}``) or go back to automatic (``{"source": null}``)."""
+        denied = self._authorize(request)
+        if denied is not None:
+            return denied
+        cam, feed = self._feed(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'the body must be JSON: {"source": "<name>"} or {"source": null}')
+        if not isinstance(body, dict) or "source" not in body:
+            return _error(400, "the body must be an object with 'source' (a name, or null)")
+        source = body["source"]
+        if source is not None and not isinstance(source, str):
+            return _error(400, "'source' must be a source name or null")
+        names = [s.name for s in feed.slots]
+        if source is not None and source not in names:
+            return _error(
+                400, f"camera {cam!r} has no source {source!r}; its sources: {', '.join(names)}"
+            )
+        feed.switch_to(source)
+        log.info("api.switch", camera=cam, source=source or "auto", peer=request.remote)
+        return web.json_response(camera_json(self.proxy, cam, feed, switches=5), status=202)
+
+    async def thumbnail(self, request: web.Request) -> web.Response:
+        """A recent JPEG of one source's picture (from the keyframe of its current GOP)."""
+        cam, feed = self._feed(request)
+        name = request.match_info["source"]
+        index = next((s.index for s in feed.slots if s.name == name), None)
+        if index is None:
+            return _error(404, f"camera {cam!r} has no source {name!r}")
+        jpeg = await self.thumbnails.get(feed, index)
+        if jpeg is None:
+            return _error(503, "no picture from this source yet", **{"Retry-After": "2"})
+        cache = f"max-age={max(1, int(self.thumbnails.interval))}"
+        return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": cache})

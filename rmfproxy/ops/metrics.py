@@ -1,0 +1,237 @@
+"""Prometheus metrics of a running proxy.
+
+Two kinds, both in one registry per :class:`Proxy` (no global state, so tests
+can run several proxies in one process):
+
+* Counters and gauges that the packet path already keeps as plain integers on
+  the feeds, sources and clients are read at scrape time by a custom collector:
+  no per-packet cost is added for metrics.
+* Switches are events: a callback on every feed counts them and observes the
+  detection time and the switch gap in histograms.
+
+Labels are bounded by the configuration: ``camera``, ``source`` (its name in
+the config), ``direction`` (failover, failback, manual, initial) and ``reason``
+(a fixed set of causes). No client address or session id is ever a label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import rmfproxy
+
+if TYPE_CHECKING:
+    from rmfproxy.relay.feed import Feed, SwitchRecord
+    from rmfproxy.relay.proxy import Proxy
+
+DETECTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 5.0)
+GAP_BUCKETS = (0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0, 8.0)
+LAG_INTERVAL = 0.25
+"""Seconds between event-loop lag probes."""
+
+
+class _FeedCollector(Collector):
+    """Reads the feeds' counters at scrape time."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        cs = ["camera", "source"]
+        up = GaugeMetricFamily(
+            "rmfproxy_source_up", "1 while the source's RTSP session is playing.", labels=cs
+        )
+        healthy = GaugeMetricFamily(
+            "rmfproxy_source_healthy",
+            "1 while the source is playing, compatible and its RTP is not overdue.",
+            labels=cs,
+        )
+        active = GaugeMetricFamily(
+            "rmfproxy_source_active", "1 for the source the camera's clients get.", labels=cs
+        )
+        pkts = CounterMetricFamily(
+            "rmfproxy_source_rtp_packets_received",
+            "RTP packets received from the source.",
+            labels=cs,
+        )
+        octets = CounterMetricFamily(
+            "rmfproxy_source_rtp_received_bytes",
+            "RTP bytes received from the source.",
+            labels=cs,
+        )
+        frames = CounterMetricFamily(
+            "rmfproxy_source_frames_received", "Video frames received from the source.", labels=cs
+        )
+        lost = CounterMetricFamily(
+            "rmfproxy_source_rtp_packets_lost",
+            "RTP packets missing from the source's sequence numbers.",
+            labels=cs,
+        )
+        dropped = CounterMetricFamily(
+            "rmfproxy_source_rtp_packets_dropped",
+            "Malformed RTP packets from the source, counted and dropped.",
+            labels=cs,
+        )
+        bitrate = GaugeMetricFamily(
+            "rmfproxy_source_received_bytes_per_second",
+            "Bytes per second received from the source over the last second (RTP).",
+            labels=cs,
+        )
+        reconnects = CounterMetricFamily(
+            "rmfproxy_source_reconnects",
+            "Connection attempts after the source's session was lost or failed.",
+            labels=cs,
+        )
+        gop = GaugeMetricFamily(
+            "rmfproxy_source_gop_buffer_bytes",
+            "Bytes of the source's current GOP kept in memory.",
+            labels=cs,
+        )
+        clients = GaugeMetricFamily(
+            "rmfproxy_camera_clients", "RTSP client sessions playing the camera.", labels=["camera"]
+        )
+        sent = CounterMetricFamily(
+            "rmfproxy_camera_client_packets_sent",
+            "RTP packets sent to the camera's clients (all clients, gone ones included).",
+            labels=["camera"],
+        )
+        slow = CounterMetricFamily(
+            "rmfproxy_camera_client_packets_dropped",
+            "RTP packets not sent to a client of the camera because it was too slow.",
+            labels=["camera"],
+        )
+        outage = CounterMetricFamily(
+            "rmfproxy_camera_no_healthy_source_seconds",
+            "Seconds the camera spent without any healthy source.",
+            labels=["camera"],
+        )
+        healthy_n = GaugeMetricFamily(
+            "rmfproxy_camera_healthy_sources", "Healthy sources of the camera.", labels=["camera"]
+        )
+        incompatible = CounterMetricFamily(
+            "rmfproxy_camera_incompatible_sources",
+            "Times a source connected with a codec or format other than the announced one "
+            "(never switched to).",
+            labels=["camera"],
+        )
+        manual = GaugeMetricFamily(
+            "rmfproxy_camera_manual_override",
+            "1 while an operator has pinned the camera to a source.",
+            labels=["camera"],
+        )
+        for cam, feed in self.proxy.feeds.items():
+            now = feed.clock()
+            n_healthy = 0
+            for slot in feed.slots:
+                lv = [cam, slot.name]
+                ok = slot.healthy(now)
+                n_healthy += ok
+                up.add_metric(lv, 1.0 if slot.connected else 0.0)
+                healthy.add_metric(lv, 1.0 if ok else 0.0)
+                active.add_metric(lv, 1.0 if feed.active == slot.index else 0.0)
+                pkts.add_metric(lv, slot.packets)
+                octets.add_metric(lv, slot.bytes)
+                frames.add_metric(lv, slot.frames)
+                lost.add_metric(lv, slot.packets_lost)
+                dropped.add_metric(lv, slot.packets_dropped)
+                bitrate.add_metric(lv, slot.bitrate / 8)
+                reconnects.add_metric(lv, slot.source.stats.reconnects if slot.source else 0)
+                gop.add_metric(lv, slot.gop.bytes)
+            clients.add_metric([cam], feed.clients)
+            s, d = feed.fanout.client_packets() if feed.fanout else (0, 0)
+            sent.add_metric([cam], s)
+            slow.add_metric([cam], d)
+            outage.add_metric([cam], feed.no_source_seconds)
+            healthy_n.add_metric([cam], n_healthy)
+            incompatible.add_metric([cam], feed.incompatible_sources)
+            manual.add_metric([cam], 1.0 if feed.policy.manual is not None else 0.0)
+        yield from (up, healthy, active, pkts, octets, frames, lost, dropped, bitrate)
+        yield from (reconnects, gop, clients, sent, slow, outage, healthy_n, incompatible, manual)
+
+
+class ProxyMetrics:
+    """The registry of one proxy, fed by its feeds; serve it with :meth:`exposition`."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        Gauge("rmfproxy_build_info", "rmfproxy version.", ["version"], registry=r).labels(
+            rmfproxy.__version__
+        ).set(1)
+        self.switches = Counter(
+            "rmfproxy_camera_switches",
+            "Switches of the camera's client stream from one source to another.",
+            ["camera", "direction", "reason"],
+            registry=r,
+        )
+        self.detection = Histogram(
+            "rmfproxy_camera_switch_detection_seconds",
+            "From the failed source's last packet to the failover decision.",
+            ["camera"],
+            buckets=DETECTION_BUCKETS,
+            registry=r,
+        )
+        self.gap = Histogram(
+            "rmfproxy_camera_switch_gap_seconds",
+            "From the last packet relayed before a switch to the first one after it.",
+            ["camera"],
+            buckets=GAP_BUCKETS,
+            registry=r,
+        )
+        self.last_switch = Gauge(
+            "rmfproxy_camera_last_switch_timestamp_seconds",
+            "Unix time of the camera's last switch.",
+            ["camera"],
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "rmfproxy_event_loop_lag_seconds",
+            "How late the last event-loop probe woke up (sampled every 250 ms).",
+            registry=r,
+        )
+        self.loop_lag_samples = Histogram(
+            "rmfproxy_event_loop_lag_distribution_seconds",
+            "Event-loop lag samples.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        r.register(_FeedCollector(proxy))
+        for cam, feed in proxy.feeds.items():
+            # Histograms exported from zero so that the first switch shows in increase().
+            self.detection.labels(cam)
+            self.gap.labels(cam)
+            feed.on_switch.append(self._on_switch)
+
+    def _on_switch(self, feed: Feed, rec: SwitchRecord) -> None:
+        self.switches.labels(feed.camera, rec.reason, rec.cause).inc()
+        self.last_switch.labels(feed.camera).set(rec.at)
+        if rec.reason == "initial":
+            return
+        if rec.reason == "failover":
+            self.detection.labels(feed.camera).observe(rec.detection_s)
+        self.gap.labels(feed.camera).observe(rec.gap_s)
+
+    async def watch_loop_lag(self) -> None:
+        """Probe the event loop's lag until cancelled."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(LAG_INTERVAL)
+            lag = max(0.0, time.monotonic() - t - LAG_INTERVAL)
+            self.loop_lag.set(lag)
+            self.loop_lag_samples.observe(lag)

@@ -1,0 +1,123 @@
+"""Thumbnails of each source, for the status page, decoded off the packet path.
+
+The keyframe access unit at the start of a source's current GOP (see
+:class:`rmfproxy.serve.gop.GopBuffer`) is copied on the event loop (a few
+hundred kilobytes at most), then decoded with PyAV and encoded as a small JPEG
+in a worker thread. Results are cached per source for ``interval`` seconds, so
+a page polled by many browsers costs one decode per source per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import cast
+
+import av
+
+from rmfproxy.relay.feed import Feed
+from rmfproxy.rtp import h264, h265
+from rmfproxy.rtp.nal import Depacketizer, to_annexb
+
+WIDTH = 320
+"""Thumbnail width in pixels (height keeps the aspect ratio)."""
+
+_CODECS = {"H264": ("h264", h264.depacketizer), "H265": ("hevc", h265.depacketizer)}
+_CODECS["HEVC"] = _CODECS["H265"]
+
+
+def keyframe_access_unit(feed: Feed, source: int) -> tuple[str, bytes] | None:
+    """The codec name and Annex B bytes of the keyframe starting the source's current GOP."""
+    track = feed.video_track
+    encoding = feed.video_encoding()
+    if track is None or encoding is None:
+        return None
+    codec = _CODECS.get(encoding)
+    slot = feed.slots[source]
+    if codec is None or not slot.gop.valid:
+        return None
+    name, make = codec
+    depay: Depacketizer = make()
+    nals: list[bytes] = []
+    for t, pkt in slot.gop.packets:
+        if t != track or len(pkt) < 12:
+            continue
+        offset = 12 + 4 * (pkt[0] & 0x0F)
+        if pkt[0] & 0x10:
+            offset += 4 + 4 * int.from_bytes(pkt[offset + 2 : offset + 4], "big")
+        nals.extend(depay.push(memoryview(pkt)[offset:]))
+        if pkt[1] & 0x80:  # marker: the access unit is complete
+            return name, to_annexb(nals)
+    return None
+
+
+def render_jpeg(codec: str, annexb: bytes, width: int = WIDTH) -> bytes:
+    """Decode one keyframe access unit and encode it as a JPEG ``width`` pixels wide."""
+    decoder = cast(av.VideoCodecContext, av.CodecContext.create(codec, "r"))
+    frames = list(decoder.decode(av.Packet(annexb)))
+    frames += list(decoder.decode(None))
+    if not frames:
+        raise ValueError("the keyframe did not decode")
+    frame = frames[0]
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    small = frame.reformat(width=width, height=height, format="yuvj420p")
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height = width, height
+    encoder.pix_fmt = "yuvj420p"
+    encoder.time_base = Fraction(1, 25)
+    packets = list(encoder.encode(small)) + list(encoder.encode(None))
+    return b"".join(bytes(p) for p in packets)
+
+
+@dataclass
+class _Cached:
+    at: float
+    jpeg: bytes | None
+
+
+class Thumbnails:
+    """Cached JPEG thumbnails per (camera, source)."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self._cache: dict[tuple[str, int], _Cached] = {}
+        self._busy: dict[tuple[str, int], asyncio.Future[bytes | None]] = {}
+        self.renders = 0
+        self.failures = 0
+
+    async def get(self, feed: Feed, source: int) -> bytes | None:
+        """A recent JPEG of the source's picture, or None when it has none to show."""
+        key = (feed.camera, source)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached.at < self.interval:
+            return cached.jpeg
+        busy = self._busy.get(key)
+        if busy is not None:
+            return await asyncio.shield(busy)
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._busy[key] = fut
+        try:
+            jpeg = await self._render(feed, source)
+            self._cache[key] = _Cached(time.monotonic(), jpeg)
+            fut.set_result(jpeg)
+            return jpeg
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._busy[key]
+
+    async def _render(self, feed: Feed, source: int) -> bytes | None:
+        au = keyframe_access_unit(feed, source)
+        if au is None:
+            return None
+        self.renders += 1
+        try:
+            return await asyncio.to_thread(render_jpeg, *au)
+        except (av.error.FFmpegError, ValueError):
+            self.failures += 1
+            return None
