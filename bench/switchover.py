@@ -38,6 +38,8 @@ from rmfproxy.sim.recorder import SimRecorder
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
 FAULTS = ["kill", "freeze", "stall", "restart"]
+EXTRA_FAULTS = ["close"]
+"""``close``: only the TCP connections drop; the recorder takes new sessions at once."""
 SETTLE = 2.5
 
 
@@ -52,6 +54,8 @@ async def break_(rec: SimRecorder, fault: str) -> None:
     if fault == "kill":
         rec.stall_rtsp()
         rec.freeze()
+        rec.close_connections()
+    elif fault == "close":
         rec.close_connections()
     elif fault == "freeze":
         rec.freeze()
@@ -77,7 +81,9 @@ def per_switch(r: ProbeResult, t_fault: float, t_end: float) -> dict[str, float]
     return {"gap_ms": max(gaps, default=float("nan")) * 1000, "lost": lost, "repeated": repeated}
 
 
-async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, Any]:
+async def series(
+    fault: str, mode: str, switches: int, codec: str, settle: float = SETTLE
+) -> dict[str, Any]:
     spec = SimSpec(
         recorders=[("r1", 0), ("r2", 0)],
         cameras=["cam"],
@@ -115,17 +121,18 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
             )
             await asyncio.sleep(1.0)
             windows = []
+            back: list[tuple[float, float, bool]] = []
             for _ in range(switches):
                 active = feed.source_name(feed.active) or "r1"
                 rec = sim.recorders[active]
                 before = len(feed.switches)
                 t0 = time.monotonic()
                 await break_(rec, fault)
-                await asyncio.sleep(SETTLE + (6.0 if fault == "stall" else 0.0))
+                await asyncio.sleep(settle + (6.0 if fault == "stall" else 0.0))
                 t1 = time.monotonic()
                 windows.append((t0, t1, len(feed.switches) > before))
                 await mend(rec, fault)
-                await asyncio.sleep(SETTLE)
+                await asyncio.sleep(settle)
                 # The next fault must hit one recorder while the other is a healthy
                 # standby again (a broken recorder may take a request timeout to return).
                 deadline = time.monotonic() + 30.0
@@ -133,6 +140,12 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
                     s.healthy(feed.clock()) for s in feed.slots
                 ):
                     await asyncio.sleep(0.1)
+                # ... and after the failback to the primary (hold-down 0.5 s), measured too.
+                deadline = time.monotonic() + 10.0
+                while time.monotonic() < deadline and feed.active != 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)
+                back.append((t1, time.monotonic(), feed.active == 0))
             await asyncio.sleep(1.0)
             stop.set()
             result = await reader
@@ -140,6 +153,8 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
             await proxy.stop()
     rows = [per_switch(result, t0, t1) for t0, t1, _ in windows]
     gaps = [r["gap_ms"] for r in rows]
+    rows_back = [per_switch(result, t0, t1) for t0, t1, _ in back]
+    gaps_back = [r["gap_ms"] for r in rows_back]
     return {
         "fault": fault,
         "mode": mode,
@@ -151,6 +166,12 @@ async def series(fault: str, mode: str, switches: int, codec: str) -> dict[str, 
         "frames_lost_total": sum(int(r["lost"]) for r in rows),
         "frames_lost_max": max((int(r["lost"]) for r in rows), default=0),
         "frames_repeated_total": sum(int(r["repeated"]) for r in rows),
+        "failbacks": sum(1 for *_, ok in back if ok),
+        "failback_gap_ms_p50": round(pct(gaps_back, 50), 1),
+        "failback_gap_ms_p99": round(pct(gaps_back, 99), 1),
+        "failback_gap_ms_max": round(max(gaps_back, default=float("nan")), 1),
+        "failback_frames_lost_total": sum(int(r["lost"]) for r in rows_back),
+        "failback_frames_repeated_total": sum(int(r["repeated"]) for r in rows_back),
         "decode_errors": result.decode_errors,
         "client_disconnects": 0 if result.error is None else 1,
         "client_error": result.error,
@@ -163,7 +184,7 @@ async def main(args: argparse.Namespace) -> None:
     rows = []
     for fault in args.faults.split(","):
         for mode in args.modes.split(","):
-            rows.append(await series(fault, mode, args.switches, args.codec))
+            rows.append(await series(fault, mode, args.switches, args.codec, args.settle))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(
         json.dumps(
@@ -171,6 +192,7 @@ async def main(args: argparse.Namespace) -> None:
                 "benchmark": "switchover",
                 "codec": args.codec,
                 "switches_per_series": args.switches,
+                "settle_seconds": args.settle,
                 "results": rows,
             },
             indent=2,
@@ -181,7 +203,14 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--switches", type=int, default=10)
-    ap.add_argument("--faults", default=",".join(FAULTS))
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"of {FAULTS + EXTRA_FAULTS}")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE,
+        help="seconds after a fault and after its repair (a differently encoded standby "
+        "needs more than its GOP)",
+    )
     ap.add_argument("--modes", default="identical,different")
     ap.add_argument("--codec", default="h264", choices=["h264", "h265"])
     uvloop.run(main(ap.parse_args()))

@@ -125,3 +125,26 @@ async def test_both_down_then_back_resumes() -> None:
     assert result.max_gap_seconds() < 2.0 + 0.5 + GOP / FPS
     # Frames arrived again after the outage.
     assert result.arrivals[-1] - result.arrivals[0] > READ_SECONDS - 1.5
+
+
+@pytest.mark.parametrize("fault", ["close", "freeze"])
+async def test_audio_switches_with_its_video(fault: str) -> None:
+    # Cameras with a PCMU track: the audio follows the video to the standby at the same
+    # switch, keeps decoding, and its timeline never goes backwards.
+    async with relay("h264", gop=GOP, audio=True) as (sim, proxy):
+        await asyncio.sleep(1.0)  # the heartbeat learns the frame interval
+        result = await read_through_fault(sim, proxy, fault)
+        feed = proxy.feeds["lobby"]
+        switches = [s for s in feed.switches if s.reason == "failover"]
+    assert switches and switches[0].to_source == "r2"
+    assert_survived(result, max_lost=0, max_gap=0.25)
+    assert result.audio_decode_errors == 0
+    assert result.audio_frames_decoded >= (READ_SECONDS - 1.5) * FPS
+    assert result.audio_repeated() == 0 and result.audio_pts_backwards() == 0
+    # Audio is relayed from the active source only: what the old source did not deliver
+    # before the switch is lost (nothing for a close, the freeze-detection window for a
+    # freeze: ~150 ms at 25 packets/s).
+    assert result.audio_lost() <= (1 if fault == "close" else 8), result.audio_lost()
+    # After the switch the audio comes on: the last counters are right behind the video's.
+    last_video = max(c for c in result.counters if c is not None)
+    assert (last_video - result.audio_counters[-1]) & 0xFFFFFFFF <= 5  # 32-bit audio counter

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -278,3 +279,17 @@ async def test_metrics_pass_promtool_lint(http: aiohttp.ClientSession) -> None:
     assert proc.returncode == 0 and out.strip() == "", out
     names = set(re.findall(rb"^(rmfproxy_[a-z_]+)", text, re.M))
     assert len(names) > 20
+
+
+async def test_every_exported_metric_is_documented(http: aiohttp.ClientSession) -> None:
+    async with relay("h264") as (_sim, proxy):
+        samples = await scrape(http, proxy)
+    families = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for name, _ in samples
+        if name.startswith("rmfproxy_")
+    }
+    doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`(rmfproxy_[a-z_]+)`", doc))
+    assert families - documented == set(), "undocumented metrics"
+    assert {d for d in documented if d.startswith("rmfproxy_")} - families == set(), "stale docs"

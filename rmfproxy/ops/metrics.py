@@ -28,6 +28,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -37,6 +38,8 @@ import rmfproxy
 if TYPE_CHECKING:
     from rmfproxy.relay.feed import Feed, SwitchRecord
     from rmfproxy.relay.proxy import Proxy
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: cardinality only
 
 DETECTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 5.0)
 GAP_BUCKETS = (0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0, 8.0)

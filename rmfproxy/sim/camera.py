@@ -6,12 +6,18 @@ as two recorders relaying one camera would; each has its own SSRC, sequence
 and timestamp bases. Every access unit carries a marker NAL with the frame
 counter ``n`` and its nominal capture time, rewritten at send time, so tests
 count lost and repeated frames exactly.
+
+With ``audio=True`` the camera also has a G.711 µ-law track (PCMU, 8 kHz):
+one packet per video frame, timestamped on the same wall-clock grid, whose
+first four bytes carry the same counter ``n`` (the rest is a tone), so tests
+can tell lost and repeated audio packets too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -26,6 +32,23 @@ from rmfproxy.sim.marker import make_marker_nal
 
 PAYLOAD_TYPE = 96
 CLOCK_RATE = 90000
+AUDIO_RATE = 8000
+AUDIO_PT = 0  # PCMU, static payload type (RFC 3551)
+
+
+def _mulaw(sample: int) -> int:
+    """G.711 µ-law encoding of one 16-bit sample."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent = max(0, magnitude.bit_length() - 8)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def _tone(samples: int, hz: float = 440.0) -> bytes:
+    return bytes(
+        _mulaw(int(8000 * math.sin(2 * math.pi * hz * i / AUDIO_RATE))) for i in range(samples)
+    )
 
 
 @dataclass
@@ -56,8 +79,10 @@ class SimCamera:
         rng: random.Random | None = None,
         mtu: int = 1400,
         payload_type: int = PAYLOAD_TYPE,
+        audio: bool = False,
     ) -> None:
         self.payload_type = payload_type
+        self.audio = audio
         self.path = path
         self.clip = clip
         self.faults = faults or Faults()
@@ -67,7 +92,12 @@ class SimCamera:
         self._ts_base = self._rng.getrandbits(32)
         self._packetize = h264.packetize if clip.codec == "h264" else h265.packetize
         self.mtu = mtu
-        self.fanout = Fanout(tracks=1, video_track=0)
+        self._audio_ssrc = self._rng.getrandbits(32)
+        self._audio_seq = self._rng.getrandbits(16)
+        self._audio_ts_base = self._rng.getrandbits(32)
+        self._audio_samples = AUDIO_RATE // clip.fps
+        self._audio_tone = _tone(self._audio_samples)
+        self.fanout = Fanout(tracks=2 if audio else 1, video_track=0)
         self.frames_sent = 0
         self._octets = 0
         self._packets = 0
@@ -93,11 +123,17 @@ class SimCamera:
             f"a=framerate:{self.clip.fps}\r\n"
             "a=control:trackID=0\r\n"
         )
+        if self.audio:
+            text += (
+                f"m=audio 0 RTP/AVP {AUDIO_PT}\r\n"
+                f"a=rtpmap:{AUDIO_PT} PCMU/{AUDIO_RATE}\r\n"
+                "a=control:trackID=1\r\n"
+            )
         return SessionDescription.parse(text)
 
     def ssrc(self, track: int) -> int:
-        """The SSRC this recorder uses for the camera."""
-        return self._ssrc
+        """The SSRC this recorder uses for the camera's track."""
+        return self._audio_ssrc if track == 1 else self._ssrc
 
     def start_points(self) -> dict[int, TrackStart]:
         """Where a client attached now starts (the buffered GOP)."""
@@ -148,8 +184,8 @@ class SimCamera:
                 self._maybe_send_sr(n)
             n += 1
 
-    def _frame_packets(self, n: int) -> list[tuple[bytearray, bool]]:
-        """RTP packets of frame ``n``: (packet, starts-a-keyframe)."""
+    def _frame_packets(self, n: int) -> list[tuple[int, bytearray, bool]]:
+        """RTP packets of frame ``n``: (track, packet, starts-a-keyframe)."""
         clip = self.clip
         au = clip.access_units[n % len(clip.access_units)]
         nals = list(au.nals)
@@ -163,22 +199,31 @@ class SimCamera:
                 rtp.build(self.payload_type, self._seq, ts, self._ssrc, payload, i == last)
             )
             self._seq = (self._seq + 1) & 0xFFFF
-            out.append((pkt, au.keyframe and i == 0))
+            out.append((0, pkt, au.keyframe and i == 0))
+        if self.audio:
+            ats = (self._audio_ts_base + n * self._audio_samples) & 0xFFFFFFFF
+            payload = (n & 0xFFFFFFFF).to_bytes(4, "big") + self._audio_tone[4:]
+            pkt = bytearray(
+                rtp.build(AUDIO_PT, self._audio_seq, ats, self._audio_ssrc, payload, False)
+            )
+            self._audio_seq = (self._audio_seq + 1) & 0xFFFF
+            out.append((1, pkt, False))
         return out
 
-    def _send(self, packets: list[tuple[bytearray, bool]]) -> None:
+    def _send(self, packets: list[tuple[int, bytearray, bool]]) -> None:
         f = self.faults
         rng = self._rng
-        for pkt, key in packets:
+        for track, pkt, key in packets:
             if f.drop and rng.random() < f.drop:
                 continue
             if f.corrupt and rng.random() < f.corrupt:
                 for _ in range(4):
                     i = rng.randrange(12, len(pkt))
                     pkt[i] = rng.getrandbits(8)
-            self._packets += 1
-            self._octets += len(pkt) - 12
-            self.fanout.send_rtp(0, pkt, key)
+            if track == 0:
+                self._packets += 1
+                self._octets += len(pkt) - 12
+            self.fanout.send_rtp(track, pkt, key)
         self.frames_sent += 1
 
     def _maybe_send_sr(self, n: int) -> None:

@@ -12,7 +12,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import av.logging
@@ -47,6 +47,12 @@ class ProbeResult:
     width: int = 0
     height: int = 0
     error: str | None = None
+    audio_packets: int = 0
+    audio_frames_decoded: int = 0
+    audio_decode_errors: int = 0
+    audio_counters: list[int] = field(default_factory=list)
+    """The simulator's counter of each audio packet (first four payload bytes)."""
+    audio_pts: list[int] = field(default_factory=list)
 
     def lost(self) -> int:
         """Frames missing between consecutive counters."""
@@ -61,6 +67,19 @@ class ProbeResult:
     def consecutive(self) -> bool:
         """Nothing lost, nothing repeated."""
         return self.lost() == 0 and self.repeated() == 0
+
+    def audio_lost(self) -> int:
+        """Audio packets missing between consecutive counters."""
+        c = self.audio_counters
+        return sum(b - a - 1 for a, b in itertools.pairwise(c) if b > a + 1)
+
+    def audio_repeated(self) -> int:
+        """Audio packets whose counter did not advance."""
+        return sum(1 for a, b in itertools.pairwise(self.audio_counters) if b <= a)
+
+    def audio_pts_backwards(self) -> int:
+        """Audio packets whose presentation time went backwards."""
+        return sum(1 for a, b in itertools.pairwise(self.audio_pts) if b < a)
 
     def max_gap_seconds(self) -> float:
         """Longest wall-clock interval between consecutive packets."""
@@ -110,12 +129,17 @@ def _read(
     stop: threading.Event | None,
 ) -> None:
     stream = container.streams.video[0]
+    audio = container.streams.audio[0] if container.streams.audio else None
     result.codec_name = stream.codec_context.name
     deadline = time.monotonic() + seconds
+    wanted = [stream] if audio is None else [stream, audio]
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(wanted):
             now = time.monotonic()
             if packet.size == 0:
+                continue
+            if packet.stream is audio:
+                _audio_packet(packet, result)
                 continue
             result.packets += 1
             result.arrivals.append(now)
@@ -130,7 +154,8 @@ def _read(
                 if getattr(frame, "is_corrupt", False):
                     result.decode_errors += 1
                 result.frames_decoded += 1
-                result.width, result.height = frame.width, frame.height
+                if isinstance(frame, av.VideoFrame):
+                    result.width, result.height = frame.width, frame.height
             if now > deadline or (stop is not None and stop.is_set()):
                 break
             if max_frames is not None and result.frames_decoded >= max_frames:
@@ -145,3 +170,16 @@ def _read(
             result.frames_decoded += 1
     except av.error.FFmpegError:
         result.decode_errors += 1
+
+
+def _audio_packet(packet: av.Packet[Any], result: ProbeResult) -> None:
+    result.audio_packets += 1
+    data = bytes(packet)
+    if len(data) >= 4:
+        result.audio_counters.append(int.from_bytes(data[:4], "big"))
+    if packet.pts is not None:
+        result.audio_pts.append(packet.pts)
+    try:
+        result.audio_frames_decoded += len(packet.decode())
+    except av.error.FFmpegError:
+        result.audio_decode_errors += 1

@@ -47,6 +47,7 @@ class SimRecorder:
         session_timeout: int = 60,
         seed: int | None = None,
         payload_type: int = 96,
+        audio: bool = False,
     ) -> None:
         self.name = name
         self.faults = Faults()
@@ -58,6 +59,7 @@ class SimRecorder:
                 self.faults,
                 rng=random.Random(rng.getrandbits(64)),
                 payload_type=payload_type,
+                audio=audio,
             )
             for path, clip in clips.items()
         }

@@ -35,6 +35,8 @@ class SimSpec:
     """Session timeout the recorders announce (keepalive pace of their clients)."""
     serves: dict[str, list[str]] = field(default_factory=dict)
     """Cameras each recorder serves (a recorder not listed serves every camera)."""
+    audio: bool = False
+    """Cameras also carry a PCMU audio track (counter in each packet)."""
     control: str = ""
     host: str = "127.0.0.1"
 
@@ -99,6 +101,7 @@ class SimCluster:
                 seed=i,
                 session_timeout=spec.session_timeout,
                 payload_type=spec.payload_types.get(name, 96),
+                audio=spec.audio,
             )
             await rec.start()
             self.recorders[name] = rec
