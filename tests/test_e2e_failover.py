@@ -127,6 +127,27 @@ async def test_both_down_then_back_resumes() -> None:
     assert result.arrivals[-1] - result.arrivals[0] > READ_SECONDS - 1.5
 
 
+async def test_sessions_end_after_the_outage_limit() -> None:
+    # Every source down for longer than outage_limit: the proxy ends the client sessions
+    # (the client sees the connection close) instead of holding them open forever.
+    async with relay("h264", gop=GOP, camera={"outage_limit": 1.0}) as (sim, proxy):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        reader = asyncio.create_task(
+            asyncio.to_thread(read_rtsp, proxy.url("lobby"), seconds=READ_SECONDS)
+        )
+        await asyncio.sleep(1.5)
+        sim.recorders["r1"].freeze()
+        sim.recorders["r2"].freeze()
+        result = await reader
+        took = loop.time() - t0
+        assert proxy.feeds["lobby"].clients == 0
+    assert result.decode_errors == 0 and result.frames_decoded > 0
+    # Fault at 1.5 s + detection + the 1 s limit (+ margin). Without the limit the client
+    # would sit until its own 5 s read timeout (6.5 s) or the end of the 8 s read.
+    assert took < 1.5 + 0.5 + 1.0 + 2.0, f"session ended after {took:.1f} s"
+
+
 @pytest.mark.parametrize("fault", ["close", "freeze"])
 async def test_audio_switches_with_its_video(fault: str) -> None:
     # Cameras with a PCMU track: the audio follows the video to the standby at the same
