@@ -362,7 +362,7 @@ class Feed:
         last = self.slots[old].heartbeat.last_packet if old is not None else None
         self._detection = now - last if (decision.reason is Reason.FAILOVER and last) else 0.0
         self._cause = self._why(decision, old)
-        log.info(
+        log.debug(  # the switch itself is logged once, as feed.switched
             "feed.switch_planned",
             camera=self.camera,
             reason=decision.reason.value,
