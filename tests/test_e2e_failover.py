@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
 
+from rmfproxy.config import parse_config
 from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
-from rmfproxy.sim.runner import SimCluster
-from tests.support import relay
+from rmfproxy.sim.runner import SimCluster, SimSpec
+from tests.support import relay, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
@@ -169,3 +171,51 @@ async def test_audio_switches_with_its_video(fault: str) -> None:
     # After the switch the audio comes on: the last counters are right behind the video's.
     last_video = max(c for c in result.counters if c is not None)
     assert (last_video - result.audio_counters[-1]) & 0xFFFFFFFF <= 5  # 32-bit audio counter
+
+
+async def test_a_standby_with_another_codec_is_never_switched_to() -> None:
+    # lobby's primary serves H.264, its standby H.265: the proxy announced H.264, so when
+    # the primary freezes it waits (error log + metric) instead of sending H.265 to a
+    # client that is decoding H.264; the picture comes back, clean, with the primary.
+    async with (
+        SimCluster(SimSpec(recorders=[("r1", 0)], codec="h264", gop=GOP)) as sim264,
+        SimCluster(SimSpec(recorders=[("r1", 0)], codec="h265", gop=GOP)) as sim265,
+    ):
+        cfg = parse_config(
+            {
+                "rtsp": {"listen": "127.0.0.1:0"},
+                "api": {"enabled": False},
+                "cameras": {
+                    "lobby": {
+                        "sources": [
+                            {"url": sim264.url("r1", "lobby"), "name": "avc"},
+                            {"url": sim265.url("r1", "lobby"), "name": "hevc"},
+                        ]
+                    }
+                },
+            }
+        )
+        proxy = Proxy(cfg)
+        feed = proxy.feeds["lobby"]
+        with structlog.testing.capture_logs() as logs:
+            await proxy.start()
+            try:
+                await wait_ready(proxy, ("lobby",))
+                reader = asyncio.create_task(
+                    asyncio.to_thread(read_rtsp, proxy.url("lobby"), seconds=READ_SECONDS)
+                )
+                await asyncio.sleep(FAULT_AT)
+                sim264.recorders["r1"].freeze()
+                await asyncio.sleep(2.0)
+                assert feed.source_name(feed.active) == "avc"  # never switched to hevc
+                sim264.recorders["r1"].freeze(False)
+                result = await reader
+            finally:
+                await proxy.stop()
+    assert feed.incompatible_sources >= 1
+    errors = [e for e in logs if e["event"] == "feed.source_incompatible"]
+    assert errors and errors[0]["source"] == "hevc" and errors[0]["log_level"] == "error"
+    assert not [s for s in feed.switches if s.to_source == "hevc"]
+    assert result.error is None and result.decode_errors == 0 and result.repeated() == 0
+    assert result.codec_name == "h264"
+    assert result.max_gap_seconds() < 2.0 + 1.0 + GOP / FPS  # back with the primary
