@@ -125,12 +125,12 @@ async def series(
             for _ in range(switches):
                 active = feed.source_name(feed.active) or "r1"
                 rec = sim.recorders[active]
-                before = len(feed.switches)
+                before = feed.switch_count
                 t0 = time.monotonic()
                 await break_(rec, fault)
                 await asyncio.sleep(settle + (6.0 if fault == "stall" else 0.0))
                 t1 = time.monotonic()
-                windows.append((t0, t1, len(feed.switches) > before))
+                windows.append((t0, t1, feed.switch_count > before))
                 await mend(rec, fault)
                 await asyncio.sleep(settle)
                 # The next fault must hit one recorder while the other is a healthy

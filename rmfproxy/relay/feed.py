@@ -166,6 +166,9 @@ class Feed:
         self._detection = 0.0
         self._last_out = 0.0
         self.switches: list[SwitchRecord] = []
+        """The last 50 switches."""
+        self.switch_count = 0
+        """Every switch since the start."""
         self._sdp: SessionDescription | None = None
         self._formats: list[TrackFormat] = []
         self._rewriters: list[Rewriter] = []
@@ -422,6 +425,7 @@ class Feed:
             gap,
         )
         self.switches = [*self.switches[-49:], rec]
+        self.switch_count += 1
         log.info(
             "feed.switched",
             camera=self.camera,
