@@ -51,18 +51,11 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def break_(rec: SimRecorder, fault: str) -> None:
-    if fault == "kill":
-        rec.stall_rtsp()
-        rec.freeze()
-        rec.close_connections()
-    elif fault == "close":
-        rec.close_connections()
-    elif fault == "freeze":
-        rec.freeze()
-    elif fault == "stall":
-        rec.stall_rtsp()  # media keeps flowing; the keepalive finds out
-    elif fault == "restart":
-        asyncio.get_running_loop().create_task(rec.restart(2.0))
+    # stall: media keeps flowing, the keepalive finds out; restart: gone for 2 s.
+    if fault == "restart":
+        asyncio.get_running_loop().create_task(rec.apply("restart", 2.0))
+    else:
+        await rec.apply(fault)
 
 
 async def mend(rec: SimRecorder, fault: str) -> None:

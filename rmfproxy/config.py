@@ -59,6 +59,32 @@ def _host_port(value: str) -> str:
 HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
+def _check_secret_fields(what: str, inline: object, env: str | None, file: Path | None) -> None:
+    """A secret is given by ``<what>_env`` or ``<what>_file``: never inline, not both."""
+    if inline is not None:
+        raise ValueError(
+            f"an inline {what} is not accepted: use {what}_env (an environment "
+            f"variable name) or {what}_file (a path)"
+        )
+    if env is not None and file is not None:
+        raise ValueError(f"give {what}_env or {what}_file, not both")
+
+
+def _read_secret(what: str, env: str | None, file: Path | None) -> Secret | None:
+    """The secret from its environment variable or file (None when neither is set)."""
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ValueError(f"environment variable {env} is not set")
+        return Secret(value)
+    if file is not None:
+        try:
+            return Secret(file.read_text().rstrip("\r\n"))
+        except OSError as exc:
+            raise ValueError(f"cannot read {what} file {file}: {exc.strerror}") from None
+    return None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,30 +98,12 @@ class _Credentials(_Model):
 
     @model_validator(mode="after")
     def _no_inline_password(self) -> _Credentials:
-        if self.password is not None:
-            raise ValueError(
-                "inline passwords are not accepted: use password_env (an environment "
-                "variable name) or password_file (a path)"
-            )
-        if self.password_env is not None and self.password_file is not None:
-            raise ValueError("give password_env or password_file, not both")
+        _check_secret_fields("password", self.password, self.password_env, self.password_file)
         return self
 
     def resolve_password(self) -> Secret | None:
         """Read the password from its environment variable or file."""
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            return Secret(value)
-        if self.password_file is not None:
-            try:
-                return Secret(self.password_file.read_text().rstrip("\r\n"))
-            except OSError as exc:
-                raise ValueError(
-                    f"cannot read password file {self.password_file}: {exc.strerror}"
-                ) from None
-        return None
+        return _read_secret("password", self.password_env, self.password_file)
 
 
 class SourceConfig(_Credentials):
@@ -192,34 +200,15 @@ class ApiConfig(_Model):
 
     @model_validator(mode="after")
     def _token_source(self) -> ApiConfig:
-        if self.token is not None:
-            raise ValueError(
-                "an inline token is not accepted: use token_env (an environment "
-                "variable name) or token_file (a path)"
-            )
-        if self.token_env is not None and self.token_file is not None:
-            raise ValueError("give token_env or token_file, not both")
+        _check_secret_fields("token", self.token, self.token_env, self.token_file)
         return self
 
     def resolve_token(self) -> Secret | None:
         """Read the bearer token from its environment variable or file (None: not configured)."""
-        value: str | None = None
-        if self.token_env is not None:
-            value = os.environ.get(self.token_env)
-            if value is None:
-                raise ValueError(f"environment variable {self.token_env} is not set")
-        elif self.token_file is not None:
-            try:
-                value = self.token_file.read_text().strip()
-            except OSError as exc:
-                raise ValueError(
-                    f"cannot read token file {self.token_file}: {exc.strerror}"
-                ) from None
-        if value is None:
-            return None
-        if len(value) < 16:
+        secret = _read_secret("token", self.token_env, self.token_file)
+        if secret is not None and len(secret.value.strip()) < 16:
             raise ValueError("the token must be at least 16 characters")
-        return Secret(value)
+        return secret
 
 
 class LogConfig(_Model):

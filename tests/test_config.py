@@ -80,7 +80,7 @@ def test_inline_secrets_refused_and_never_echoed() -> None:
             }
         }
     )
-    assert "inline passwords are not accepted" in found["cameras.a.sources.0"]
+    assert "an inline password is not accepted" in found["cameras.a.sources.0"]
     assert "URL carries a password" in found["cameras.a.sources.1.url"]
     assert "hunter2" not in repr(found)
 

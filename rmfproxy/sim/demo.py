@@ -37,18 +37,10 @@ SCRIPT = [
 
 async def _fault(sim: SimCluster, recorder: str, fault: str) -> None:
     rec = sim.recorders[recorder]
-    if fault == "kill":
-        rec.stall_rtsp()  # refuse new sessions while "down"
-        rec.freeze()
-        rec.close_connections()
-    elif fault == "recover":
+    if fault == "recover":
         rec.clear()
-    elif fault == "freeze":
-        rec.freeze()
-    elif fault == "unfreeze":
-        rec.freeze(False)
-    elif fault == "restart":
-        await rec.restart(3.0)
+    else:
+        await rec.apply(fault, 3.0 if fault == "restart" else 0.0)
 
 
 async def _script(sim: SimCluster, events: list[str]) -> None:

@@ -21,6 +21,7 @@ from rmfproxy.sim.encoder import EncodedClip
 log = structlog.get_logger(__name__)
 
 FAULTS = (
+    "kill",
     "close",
     "freeze",
     "unfreeze",
@@ -103,6 +104,13 @@ class SimRecorder:
         log.info("sim.fault", recorder=self.name, fault="close")
         self.server.close_connections()
 
+    def kill(self) -> None:
+        """A crash as clients see it: connections abort, media stops, and new sessions
+        hang (the RTSP port does not answer) until :meth:`clear`."""
+        self.stall_rtsp()
+        self.freeze()
+        self.close_connections()
+
     def freeze(self, on: bool = True) -> None:
         """Stop (or resume) RTP while keeping every connection open."""
         log.info("sim.fault", recorder=self.name, fault="freeze" if on else "unfreeze")
@@ -142,7 +150,9 @@ class SimRecorder:
 
     async def apply(self, fault: str, value: float = 0.0) -> None:
         """Apply a fault by name (the command line and control API use this)."""
-        if fault == "close":
+        if fault == "kill":
+            self.kill()
+        elif fault == "close":
             self.close_connections()
         elif fault in ("freeze", "unfreeze"):
             self.freeze(fault == "freeze")
