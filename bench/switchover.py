@@ -67,11 +67,14 @@ def per_switch(r: ProbeResult, t_fault: float, t_end: float) -> dict[str, float]
     pairs = [
         (t, c) for t, c in zip(r.arrivals, r.counters, strict=True) if t_fault - 0.2 <= t <= t_end
     ]
+    if len(pairs) < 2:
+        # The client got (almost) nothing in this window: the picture was gone for all of it.
+        return {"gap_ms": (t_end - t_fault) * 1000, "lost": 0, "repeated": 0, "empty": 1}
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(pairs)]
     counters = [c for _, c in pairs if c is not None]
     lost = sum(b - a - 1 for a, b in itertools.pairwise(counters) if b > a + 1)
     repeated = sum(1 for a, b in itertools.pairwise(counters) if b <= a)
-    return {"gap_ms": max(gaps, default=float("nan")) * 1000, "lost": lost, "repeated": repeated}
+    return {"gap_ms": max(gaps) * 1000, "lost": lost, "repeated": repeated, "empty": 0}
 
 
 async def series(
@@ -140,6 +143,7 @@ async def series(
                 await asyncio.sleep(0.3)
                 back.append((t1, time.monotonic(), feed.active == 0))
             await asyncio.sleep(1.0)
+            ended_early = reader.done()  # the client's session ended before the series did
             stop.set()
             result = await reader
         finally:
@@ -165,10 +169,15 @@ async def series(
         "failback_gap_ms_max": round(max(gaps_back, default=float("nan")), 1),
         "failback_frames_lost_total": sum(int(r["lost"]) for r in rows_back),
         "failback_frames_repeated_total": sum(int(r["repeated"]) for r in rows_back),
+        "windows_without_frames": sum(int(r["empty"]) for r in rows + rows_back),
         "decode_errors": result.decode_errors,
-        "client_disconnects": 0 if result.error is None else 1,
+        "client_disconnects": 1 if (result.error is not None or ended_early) else 0,
         "client_error": result.error,
         "frames_decoded": result.frames_decoded,
+        "client_read_seconds": round(result.arrivals[-1] - result.arrivals[0], 1)
+        if result.arrivals
+        else 0.0,
+        "client_warnings": result.warnings[:5],
     }
 
 
