@@ -43,7 +43,9 @@ log = structlog.get_logger(__name__)
 SR_INTERVAL = 2.0
 """Seconds between RTCP sender reports per track."""
 TICK = 0.02
-"""Seconds between health checks (a freeze is detected within its budget plus this)."""
+"""Shortest wait between health checks."""
+MAX_WAIT = 0.25
+"""Longest wait between health checks (hold-down and outage timing resolution)."""
 SOURCE_GOP_BYTES = 8 << 20
 SOURCE_GOP_SECONDS = 20.0
 """Bounds of each source's current-GOP buffer."""
@@ -331,7 +333,7 @@ class Feed:
         last = self.clock()
         meter_at, meter_bytes = last, [0] * len(self.slots)
         while True:
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(self._next_check(self.clock()))
             now = self.clock()
             if self.active is not None and not any(s.healthy(now) for s in self.slots):
                 self.no_source_seconds += now - last
@@ -341,6 +343,19 @@ class Feed:
                     slot.bitrate = (slot.bytes - before) * 8 / (now - meter_at)
                 meter_at, meter_bytes = now, [s.bytes for s in self.slots]
             self._evaluate(now)
+
+    def _next_check(self, now: float) -> float:
+        """Seconds until the health can change without a packet or a loss event: the first
+        healthy source's freeze deadline (just after it), within [TICK, MAX_WAIT]. Losses
+        are evaluated when they are reported; waking only when needed keeps an idle camera
+        at a few wake-ups per second instead of fifty."""
+        deadlines = [
+            d
+            for s in self.slots
+            if s.connected and (d := s.heartbeat.deadline()) is not None and d > now
+        ]
+        wait = min(deadlines) - now + 0.002 if deadlines else MAX_WAIT
+        return min(MAX_WAIT, max(TICK, wait))
 
     def _evaluate(self, now: float) -> None:
         healthy = [s.healthy(now) for s in self.slots]
