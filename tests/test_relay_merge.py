@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
+import weakref
 
 from rmfproxy.relay.merge import Merger
 from rmfproxy.rtp import h264
 from rmfproxy.rtp import packet as rtp
+from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.rtp.seqnum import seq_diff, ts_diff
 
 FPS = 25
@@ -58,11 +60,21 @@ class Recorder:
 
 
 def run(m: Merger, feeds: list[tuple[int, list[bytearray]]], now: float) -> list[bytearray]:
+    """Push the packets as the feed does: a keyframe tracker per source says which packet
+    starts a keyframe access unit."""
+    trackers = TRACKERS.setdefault(m, {})
     out = []
     for index, pkts in feeds:
+        tracker = trackers.setdefault(index, KeyframeTracker(m.fmt))
         for p in pkts:
-            out += [pkt for pkt, _ in m.push(index, p, 12, now)]
+            key = tracker.push(memoryview(p)[12:], bool(p[1] & 0x80))
+            out += [pkt for pkt, _ in m.push(index, p, 12, key, now)]
     return out
+
+
+TRACKERS: weakref.WeakKeyDictionary[Merger, dict[int, KeyframeTracker]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def check_continuous(out: list[bytearray], frames: int, ssrc: int) -> None:

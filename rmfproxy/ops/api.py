@@ -173,9 +173,7 @@ class AdminApi:
         cam = request.match_info["camera"]
         feed = self.proxy.feeds.get(cam)
         if feed is None:
-            raise web.HTTPNotFound(
-                text=f'{{"error": "no camera {cam!r}"}}', content_type="application/json"
-            )
+            raise web.HTTPNotFound(reason=f"no camera {cam!r}")  # JSON via _errors
         return cam, feed
 
     def _authorize(self, request: web.Request) -> web.Response | None:

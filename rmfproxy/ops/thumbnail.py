@@ -19,6 +19,7 @@ import av
 
 from rmfproxy.relay.feed import Feed
 from rmfproxy.rtp import h264, h265
+from rmfproxy.rtp import packet as rtp
 from rmfproxy.rtp.nal import Depacketizer, to_annexb
 
 WIDTH = 320
@@ -42,12 +43,13 @@ def keyframe_access_unit(feed: Feed, source: int) -> tuple[str, bytes] | None:
     depay: Depacketizer = make()
     nals: list[bytes] = []
     for t, pkt in slot.gop.packets:
-        if t != track or len(pkt) < 12:
+        if t != track:
             continue
-        offset = 12 + 4 * (pkt[0] & 0x0F)
-        if pkt[0] & 0x10:
-            offset += 4 + 4 * int.from_bytes(pkt[offset + 2 : offset + 4], "big")
-        nals.extend(depay.push(memoryview(pkt)[offset:]))
+        try:
+            start, end = rtp.payload_span(pkt)
+        except ValueError:
+            continue
+        nals.extend(depay.push(memoryview(pkt)[start:end]))
         if pkt[1] & 0x80:  # marker: the access unit is complete
             return name, to_annexb(nals)
     return None

@@ -507,7 +507,7 @@ class Feed:
                 key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
                 slot.gop.push(track, data, key, now)
                 if self.merger is not None:
-                    self._merge(index, data, offset, now)
+                    self._merge(index, data, offset, key, now)
                     return
         else:
             if self.video_track is None:
@@ -524,9 +524,9 @@ class Feed:
         assert self.fanout is not None
         self.fanout.send_rtp(track, data, key)
 
-    def _merge(self, index: int, data: bytearray, offset: int, now: float) -> None:
+    def _merge(self, index: int, data: bytearray, offset: int, key: bool, now: float) -> None:
         assert self.merger is not None and self.fanout is not None
-        out = self.merger.push(index, data, offset, now)
+        out = self.merger.push(index, data, offset, key, now)
         if not out:
             return
         if self.pending is not None and self.pending.target == index:

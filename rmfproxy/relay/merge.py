@@ -35,7 +35,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from rmfproxy.rtp.nal import KeyframeTracker, NalFormat
+from rmfproxy.rtp.nal import NalFormat
 
 _SEQ_TS_SSRC = struct.Struct(">HII")
 HISTORY = 256
@@ -64,7 +64,6 @@ class _Source:
     assembly: _Assembly | None = None
     after_marker: bool = False
     last_seq: int | None = None
-    tracker: KeyframeTracker | None = None
     anchor_pending: bool = False
     aus_sent: int = 0
     aus_dropped: int = 0
@@ -122,13 +121,13 @@ class Merger:
     def _source(self, index: int) -> _Source:
         src = self._sources.get(index)
         if src is None:
-            src = _Source(tracker=KeyframeTracker(self.fmt))
+            src = _Source()
             self._sources[index] = src
         return src
 
     def reset_source(self, index: int) -> None:
         """A source reconnected (new SSRC and bases): it must align again."""
-        self._sources[index] = _Source(tracker=KeyframeTracker(self.fmt))
+        self._sources[index] = _Source()
 
     def aligned(self, index: int) -> bool:
         """True once the source's AUs map onto the outbound timeline."""
@@ -147,15 +146,15 @@ class Merger:
     # packets -------------------------------------------------------------------
 
     def push(
-        self, index: int, packet: bytearray, payload_offset: int, now: float
+        self, index: int, packet: bytearray, payload_offset: int, key: bool, now: float
     ) -> list[tuple[bytearray, bool]]:
-        """Feed one video RTP packet; returns outbound packets (rewritten) and keyframe flags."""
+        """Feed one video RTP packet; ``key``: it starts a keyframe AU (the caller's
+        per-source :class:`KeyframeTracker` says so). Returns outbound packets (rewritten)
+        and keyframe flags."""
         src = self._source(index)
         seq, ts, _ssrc = _SEQ_TS_SSRC.unpack_from(packet, 2)
         marker = bool(packet[1] & 0x80)
         payload = memoryview(packet)[payload_offset:]
-        assert src.tracker is not None
-        key = src.tracker.push(payload, marker)
         asm = src.assembly
         if asm is None or asm.ts != ts:
             # A new AU starts. It is whole only if the previous packet ended an AU.
