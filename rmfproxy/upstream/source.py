@@ -17,8 +17,10 @@ interleaved frame (a fresh ``bytearray``) straight to the listener; no other per
 object, no per-packet log line. Packets that arrive before PLAY has been answered are
 held back (a bounded list) and delivered right after ``on_connected``.
 
-A session ends at the first of: TCP close or error, RTCP BYE, an RTSP request that gets
-no reply within ``request_timeout``, a failed keepalive, an error status. The listener
+A session ends at the first of: TCP close or error, RTCP BYE (over UDP only from the
+recorder's pinned address and port, naming the track's SSRC: see ``udp_pin``), an RTSP
+request that gets no reply within ``request_timeout``, a failed keepalive, an error
+status. The listener
 then hears ``on_lost(reason)`` exactly once, and the next attempt follows a jittered,
 capped exponential backoff. Cancellation ends ``run()`` promptly wherever it is;
 :meth:`RtspSource.aclose` sends a best-effort TEARDOWN first.
@@ -44,12 +46,14 @@ from urllib.parse import urljoin
 
 import structlog
 
+from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.rtp import rtcp
 from rmfproxy.rtsp.auth import Challenge, DigestClient, parse_challenges
 from rmfproxy.rtsp.headers import SessionHeader, TransportSpec, parse_public
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.rtsp.sdp import SessionDescription, resolve_control
 from rmfproxy.upstream.backoff import Backoff
+from rmfproxy.upstream.udp_pin import UdpPin, Verdict
 from rmfproxy.upstream.url import host_port, is_tls, split_credentials
 
 log = structlog.get_logger(__name__)
@@ -64,6 +68,8 @@ MAX_KEEPALIVE_INTERVAL = 30.0
 """Keepalives also probe a half-open TCP connection, so never wait longer than this."""
 EARLY_PACKETS = 512
 """Packets held back between the PLAY reply on the wire and ``on_connected``."""
+REJECT_LOG_INTERVAL = 10.0
+"""At most one log line per source per this many seconds about rejected datagrams."""
 
 _INTERLEAVED = struct.Struct(">cBH")
 _DIGEST_ALGORITHMS = ("MD5", "MD5-SESS", "SHA-256", "SHA-256-SESS")
@@ -107,8 +113,9 @@ class SourceStats:
     """Sessions that reached PLAY."""
     protocol_errors: int = 0
     """Malformed messages from the server (skipped)."""
-    foreign_datagrams: int = 0
-    """UDP datagrams from an address other than the server's (dropped)."""
+    rejected_packets: int = 0
+    """UDP datagrams dropped: from another address or port than the recorder's pinned
+    pair, before SETUP was answered, or an RTCP BYE not naming the track's SSRC."""
 
 
 class _Conn(asyncio.Protocol):
@@ -158,28 +165,26 @@ class _Conn(asyncio.Protocol):
 
 
 class _Udp(asyncio.DatagramProtocol):
-    """One UDP port of a track: datagrams from the server go to the source."""
+    """One UDP port of a track: datagrams from the pinned recorder go to the source."""
 
     def __init__(self, source: RtspSource, track: int, is_rtcp: bool) -> None:
         self.source = source
         self.track = track
         self.is_rtcp = is_rtcp
-        self.peer_host: str | None = None
-        """Only datagrams from this address are accepted (set from the SETUP reply)."""
+        self.pin: UdpPin | None = None
+        """The track's accepted sender, shared by its RTP and RTCP ports (set from the
+        SETUP reply; until then every datagram is rejected)."""
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if self.peer_host is not None and addr[0] != self.peer_host:
-            stats = self.source.stats
-            stats.foreign_datagrams += 1
-            if stats.foreign_datagrams == 1:
-                log.warning(
-                    "upstream.foreign_datagram",
-                    source=self.source.name,
-                    sender=addr[0],
-                    expected=self.peer_host,
-                )
-            return
-        self.source._deliver(self.track, self.is_rtcp, bytearray(data))
+        pin = self.pin
+        if pin is None:
+            verdict = Verdict.FOREIGN_SENDER
+        else:
+            verdict = pin.check(addr[0], addr[1], self.is_rtcp, data)
+        if verdict is Verdict.ACCEPT:
+            self.source._deliver(self.track, self.is_rtcp, bytearray(data))
+        else:
+            self.source._reject(verdict, addr[0], addr[1])
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (e.g. port unreachable for a receiver report) are not a session loss;
@@ -228,6 +233,7 @@ class RtspSource:
         self._play_url: str | None = None
         self._channels: list[tuple[int, bool] | None] = [None] * 256
         self._udp: list[asyncio.DatagramTransport] = []
+        self._pins: list[UdpPin] = []
         self._rr_sinks: list[Callable[[bytes], None]] = []
         self._early: list[tuple[int, bool, bytearray]] | None = []
         # Survives reconnects: the last challenge answered (RFC 7616 §3.4: reuse it, new nc).
@@ -236,6 +242,7 @@ class RtspSource:
         self._ssrc = random.getrandbits(32)
         self._task: asyncio.Task[Any] | None = None
         self._closing = False
+        self._reject_log: RateLimitedLog[str] = RateLimitedLog(REJECT_LOG_INTERVAL)
 
     def __repr__(self) -> str:
         return f"RtspSource(name={self.name!r}, url={self.url!r}, transport={self.transport!r})"
@@ -313,6 +320,8 @@ class RtspSource:
         for i, media in enumerate(sdp.media):
             await self._setup(conn, i, resolve_control(base, media.control))
         play_url = resolve_control(base, sdp.control)  # aggregate control (§C.1.1)
+        for pin in self._pins:
+            pin.arm()  # media may follow PLAY before its reply: learn unannounced ports now
         await self._request("PLAY", play_url, {"Range": "npt=0.000-"})
         self._play_url = play_url
         self.stats.sessions += 1
@@ -396,12 +405,17 @@ class RtspSource:
             self._rr_sinks.append(send_tcp)
         else:
             peer = conn.transport.get_extra_info("peername") if conn.transport else None
-            # Accept media only from the server (or the source it names, §12.39).
+            # Accept media only from the server (or the source it names, §12.39), from the
+            # ports it announced (or, without server_port, the first seen after PLAY), and
+            # a BYE only when it names the track's SSRC: see udp_pin.
             host = peer[0] if peer else self._host
             if reply.source and _is_ip(reply.source):
                 host = reply.source
+            rtp_port, rtcp_port = reply.server_port or (None, None)
+            pin = UdpPin(host, rtp_port, rtcp_port, announced_ssrc=reply.ssrc)
+            self._pins.append(pin)
             for proto in udp:
-                proto.peer_host = host
+                proto.pin = pin
             if reply.server_port is not None:
                 rtcp_transport = self._udp[-1]
                 target = (host, reply.server_port[1])
@@ -542,6 +556,9 @@ class RtspSource:
         while True:
             for send in self._rr_sinks:
                 send(rr)
+            # Rejections suppressed by the rate limit are summed up here.
+            for _, count in self._reject_log.flush(time.monotonic()):
+                self._log_rejected(count, None, None)
             await asyncio.sleep(RR_INTERVAL)
 
     # packets -----------------------------------------------------------------
@@ -550,6 +567,24 @@ class RtspSource:
         entry = self._channels[channel]
         if entry is not None:
             self._deliver(entry[0], entry[1], payload)
+
+    def _reject(self, verdict: Verdict, host: str, port: int) -> None:
+        """Count a dropped datagram; log it at most once per source per interval."""
+        self.stats.rejected_packets += 1
+        count = self._reject_log.hit("udp", time.monotonic())  # one key: one line per source
+        if count is not None:
+            self._log_rejected(count, verdict.value, f"{host}:{port}")
+
+    def _log_rejected(self, count: int, reason: str | None, sender: str | None) -> None:
+        """One line for ``count`` rejections (the last with its reason and sender)."""
+        log.warning(
+            "upstream.udp_rejected",
+            source=self.name,
+            count=count,
+            reason=reason,
+            sender=sender,
+            total=self.stats.rejected_packets,
+        )
 
     def _deliver(self, track: int, is_rtcp: bool, data: bytearray) -> None:
         early = self._early
@@ -603,6 +638,7 @@ class RtspSource:
         for t in self._udp:
             t.abort()
         self._udp = []
+        self._pins = []
 
 
 def _bind_pair(family: int, local: str) -> tuple[socket.socket, socket.socket]:
