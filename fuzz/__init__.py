@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of rmfproxy's parsers (see fuzz/README.md)."""
