@@ -5,6 +5,10 @@ Faults: ``close`` (abort every TCP connection), ``freeze`` (RTP stops, TCP
 stays open), ``stall`` (stop answering RTSP requests), ``delay``/``jitter``,
 ``drop`` and ``corrupt`` (fractions of RTP packets), ``restart`` (go away
 for a while, then listen again on the same port).
+
+A :class:`~rmfproxy.sim.camera.StreamStyle` makes the recorder re-stream its
+cameras as a real recorder would (own timestamps, parameter-set schedule,
+AUD/SEI, MTU): fixed for the recorder's life, unlike the faults.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import random
 import structlog
 
 from rmfproxy.serve.server import RtspServer
-from rmfproxy.sim.camera import Faults, SimCamera
+from rmfproxy.sim.camera import Faults, SimCamera, StreamStyle
 from rmfproxy.sim.encoder import EncodedClip
 
 log = structlog.get_logger(__name__)
@@ -49,8 +53,10 @@ class SimRecorder:
         seed: int | None = None,
         payload_type: int = 96,
         audio: bool = False,
+        style: StreamStyle | None = None,
     ) -> None:
         self.name = name
+        self.style = style or StreamStyle()
         self.faults = Faults()
         rng = random.Random(seed)
         self.cameras = {
@@ -61,6 +67,8 @@ class SimRecorder:
                 rng=random.Random(rng.getrandbits(64)),
                 payload_type=payload_type,
                 audio=audio,
+                style=self.style,
+                recorder=name,
             )
             for path, clip in clips.items()
         }

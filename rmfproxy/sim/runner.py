@@ -10,6 +10,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from rmfproxy.sim.camera import StreamStyle
 from rmfproxy.sim.control import control_app
 from rmfproxy.sim.encoder import EncodedClip, encode_clip
 from rmfproxy.sim.recorder import SimRecorder
@@ -37,6 +38,8 @@ class SimSpec:
     """Cameras each recorder serves (a recorder not listed serves every camera)."""
     audio: bool = False
     """Cameras also carry a PCMU audio track (counter in each packet)."""
+    styles: dict[str, StreamStyle] = field(default_factory=dict)
+    """How each recorder re-streams (timestamps, parameter sets, AUD/SEI, MTU); default as is."""
     control: str = ""
     host: str = "127.0.0.1"
 
@@ -102,6 +105,7 @@ class SimCluster:
                 session_timeout=spec.session_timeout,
                 payload_type=spec.payload_types.get(name, 96),
                 audio=spec.audio,
+                style=spec.styles.get(name),
             )
             await rec.start()
             self.recorders[name] = rec
