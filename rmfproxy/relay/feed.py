@@ -25,9 +25,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from rmfproxy.relay.formats import TrackFormat, client_sdp, same_format, track_formats
+from rmfproxy.relay.formats import (
+    TrackFormat,
+    client_sdp,
+    same_format,
+    sdp_parameter_sets,
+    track_formats,
+)
 from rmfproxy.relay.health import Heartbeat
-from rmfproxy.relay.merge import Merger
+from rmfproxy.relay.merge import Merger, MergeState
 from rmfproxy.relay.policy import Decision, Reason, SwitchPolicy
 from rmfproxy.relay.rewriter import Rewriter
 from rmfproxy.rtp import h264, h265, rtcp
@@ -49,6 +55,10 @@ MAX_WAIT = 0.25
 SOURCE_GOP_BYTES = 8 << 20
 SOURCE_GOP_SECONDS = 20.0
 """Bounds of each source's current-GOP buffer."""
+OUTPUT_STALL = 2.0
+"""Seconds without outbound video, while the active source is healthy, before the feed
+restarts the stream on that source's next keyframe (a safety net: health must reflect
+what clients get, not only what arrives)."""
 
 
 @dataclass
@@ -97,6 +107,8 @@ class SourceSlot:
     """Bits per second received over the last second."""
     last_seq: list[int | None] = field(default_factory=list)
     lost_reasons: list[str] = field(default_factory=list)
+    merge_state: MergeState = MergeState.UNKNOWN
+    """Whether it carries the same pictures as the outbound stream (observed)."""
 
     def healthy(self, now: float) -> bool:
         """Connected, compatible, and delivering RTP within its heartbeat budget."""
@@ -185,6 +197,8 @@ class Feed:
         """Called after every switch (metrics)."""
         self._cause = ""
         self._started = clock()
+        self.output_stalls = 0
+        """Times the outbound video stopped while the active source was healthy."""
 
     # MediaStream -------------------------------------------------------------
 
@@ -284,8 +298,10 @@ class Feed:
         slot.last_video_ts = None
         slot.last_seq = [None] * len(formats)
         slot.trackers = [self._tracker(f) for f in formats] if slot.compatible else []
-        if self.merger is not None:
-            self.merger.reset_source(index)
+        if self.merger is not None and self.video_track is not None:
+            params = sdp_parameter_sets(sdp, self.video_track, self.merger.fmt)
+            self.merger.reset_source(index, params if slot.compatible else None)
+            self._drain_merge_events()
         if not slot.compatible:
             self.incompatible_sources += 1
             log.error(
@@ -320,12 +336,15 @@ class Feed:
         self._rewriters = [Rewriter(f.clock_rate) for f in formats]
         self.video_track = next((i for i, f in enumerate(formats) if f.media == "video"), None)
         self.fanout = Fanout(len(formats), self.video_track)
-        if self.hitless and self.video_track is not None:
+        if self.video_track is not None:
+            # H.264/H.265 video always goes through the merger, which works on whole access
+            # units: with hitless off it only never matches sources (every switch restarts at
+            # a keyframe with its parameter sets).
             f = formats[self.video_track]
             nal_formats = {"H264": h264.FORMAT, "H265": h265.FORMAT, "HEVC": h265.FORMAT}
             nal_format = nal_formats.get(f.encoding)
             if nal_format is not None:
-                self.merger = Merger(nal_format, f.clock_rate)
+                self.merger = Merger(nal_format, f.clock_rate, merge=self.hitless)
 
     # health and switching ----------------------------------------------------
 
@@ -343,6 +362,30 @@ class Feed:
                     slot.bitrate = (slot.bytes - before) * 8 / (now - meter_at)
                 meter_at, meter_bytes = now, [s.bytes for s in self.slots]
             self._evaluate(now)
+            self._check_output(now)
+
+    def _check_output(self, now: float) -> None:
+        """Restart the stream on the active source if nothing has gone out for a while although
+        it is healthy (a glitch no other rule caught must never freeze a camera)."""
+        merger, active = self.merger, self.active
+        if merger is None or active is None or self.pending is not None:
+            return
+        if not self.slots[active].healthy(now) or merger.anchoring(active):
+            return
+        if self._last_out and now - self._last_out > OUTPUT_STALL:
+            self.output_stalls += 1
+            log.error(
+                "feed.output_stalled",
+                camera=self.camera,
+                source=self.slots[active].name,
+                silent_s=round(now - self._last_out, 2),
+            )
+            merger.anchor(active)
+            self._last_out = now  # one restart per stall period
+
+    def delivering(self, now: float) -> bool:
+        """True while clients get video: something went out within the stall bound."""
+        return bool(self._last_out) and now - self._last_out <= OUTPUT_STALL
 
     def _next_check(self, now: float) -> float:
         """Seconds until the health can change without a packet or a loss event: the first
@@ -390,8 +433,9 @@ class Feed:
             detection_ms=round(self._detection * 1000, 1),
         )
         if self.merger is not None:
-            if self.merger.aligned(decision.target):
-                self._switch(now)  # same AUs on the same timeline: nothing to wait for
+            m = self.merger
+            if m.merge and m.aligned(decision.target) and self.active is not None:
+                self._switch(now)  # same pictures on the same timeline: nothing to wait for
             else:
                 self.merger.anchor(decision.target)
 
@@ -427,6 +471,8 @@ class Feed:
         decision, self.pending = self.pending, None
         old = self.active
         self.active = decision.target
+        if self.merger is not None:
+            self.merger.active = decision.target
         for rw in self._rewriters:
             rw.reanchor()
         gap = now - self._last_out if self._last_out else 0.0
@@ -494,20 +540,23 @@ class Feed:
             tracker = slot.trackers[track] if slot.trackers else None
             if tracker is not None:
                 offset = 12 + 4 * (data[0] & 0x0F)
+                end = len(data)
                 if data[0] & 0x10:
                     if len(data) < offset + 4:
                         self.dropped_packets += 1
                         slot.packets_dropped += 1
                         return
                     offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
-                if offset > len(data):
+                if data[0] & 0x20:  # padding (RFC 3550 §5.1): its count is the last byte
+                    end -= data[-1]
+                if offset > end or (data[0] & 0x20 and data[-1] == 0):
                     self.dropped_packets += 1
                     slot.packets_dropped += 1
                     return
-                key = tracker.push(memoryview(data)[offset:], bool(data[1] & 0x80))
+                key = tracker.push(memoryview(data)[offset:end], bool(data[1] & 0x80))
                 slot.gop.push(track, data, key, now)
                 if self.merger is not None:
-                    self._merge(index, data, offset, key, now)
+                    self._merge(index, data, offset, end, now)
                     return
         else:
             if self.video_track is None:
@@ -524,18 +573,46 @@ class Feed:
         assert self.fanout is not None
         self.fanout.send_rtp(track, data, key)
 
-    def _merge(self, index: int, data: bytearray, offset: int, key: bool, now: float) -> None:
-        assert self.merger is not None and self.fanout is not None
-        out = self.merger.push(index, data, offset, key, now)
+    def _merge(self, index: int, data: bytearray, start: int, end: int, now: float) -> None:
+        merger = self.merger
+        assert merger is not None and self.fanout is not None
+        out = merger.push(index, data, start, end, now)
+        if merger.events:
+            self._drain_merge_events()
+        pending = self.pending
+        if (
+            pending is not None
+            and not merger.anchoring(pending.target)
+            and (
+                merger.last_sender == pending.target
+                or (merger.merge and merger.aligned(pending.target))
+            )
+        ):
+            self._switch(now)  # restarted on it, or it turned out to carry the same AUs
         if not out:
             return
-        if self.pending is not None and self.pending.target == index:
-            self._switch(now)
         track = self.video_track
         assert track is not None
         for pkt, key in out:
             self.fanout.send_rtp(track, pkt, key)
         self._last_out = now
+
+    def _drain_merge_events(self) -> None:
+        """Log each change of a source's merge state once."""
+        assert self.merger is not None
+        events, self.merger.events = self.merger.events, []
+        for ev in events:
+            slot = self.slots[ev.index]
+            if ev.state is slot.merge_state:
+                continue
+            slot.merge_state = ev.state
+            log.info(
+                "feed.merge_state",
+                camera=self.camera,
+                source=slot.name,
+                state=ev.state.value,
+                reason=ev.why,
+            )
 
     async def _send_reports(self) -> None:
         """Our own sender reports, from the outbound numbering (continuous across switches)."""

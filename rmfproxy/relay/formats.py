@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import random
 from dataclasses import dataclass
 
+from rmfproxy.rtp.nal import NalFormat
 from rmfproxy.rtsp.sdp import SessionDescription
 
 
@@ -57,3 +59,26 @@ def client_sdp(upstream: SessionDescription, camera: str) -> SessionDescription:
         lines.append("a=recvonly")
         lines.append(f"a=control:trackID={i}")
     return SessionDescription.parse("\r\n".join(lines) + "\r\n")
+
+
+def sdp_parameter_sets(sdp: SessionDescription, track: int, fmt: NalFormat) -> dict[int, bytes]:
+    """The parameter sets an SDP announces for one video track, by NAL type:
+    ``sprop-parameter-sets`` (H.264, RFC 6184 §8.1) or ``sprop-vps/sps/pps``
+    (H.265, RFC 7798 §7.1). Undecodable values are ignored (the stream still has its own)."""
+    if track >= len(sdp.media) or not sdp.media[track].formats:
+        return {}
+    m = sdp.media[track]
+    try:
+        params = {k.lower(): v for k, v in m.fmtp(int(m.formats[0])).items()}
+    except ValueError:
+        return {}
+    out: dict[int, bytes] = {}
+    for key in ("sprop-parameter-sets", "sprop-vps", "sprop-sps", "sprop-pps"):
+        for part in params.get(key, "").split(","):
+            try:
+                nal = base64.b64decode(part.strip(), validate=True)
+            except ValueError:
+                continue
+            if len(nal) >= fmt.header_len and fmt.nal_type(nal) in fmt.param_types:
+                out[fmt.nal_type(nal)] = nal
+    return out

@@ -1,27 +1,48 @@
-"""Hitless merging of identical video feeds, without I/O (the caller passes ``now``).
+"""One outbound video stream built from several sources of one camera, without I/O.
+
+The caller passes ``now``; nothing here reads a clock or a socket.
 
 Two recorders relaying one camera without transcoding carry the same coded
-access units, each with its own SSRC, sequence and timestamp bases and
-possibly its own packetization. This module builds one outbound video stream
-from all of them, in the spirit of SMPTE ST 2022-7:
+pictures, but each re-stamps, re-packetizes and re-orders the rest in its own
+way (see :mod:`rmfproxy.relay.access_unit`). The merger works on access
+units (AUs), in the spirit of SMPTE ST 2022-7 at picture level:
 
-* Each source's packets are assembled into access units (AUs). An AU counts
-  only when complete: contiguous sequence numbers from the packet after a
-  marker bit to the next marker bit (RFC 6184 §5.1, RFC 7798 §4.1). A source
-  that dies mid-frame never emits half a frame.
-* Every complete AU gets a fingerprint that does not depend on packetization:
-  CRC-32 and length of its NAL unit bytes with the RTP aggregation and
-  fragmentation headers stripped.
-* The outbound timeline belongs to the proxy. A source is *aligned* when one
-  of its AUs has the fingerprint of an AU already sent: its timestamp offset
-  onto the outbound timeline is then known. Every AU is taken from whichever
-  aligned source completes it first; later copies are dropped. So a source
-  that closes or freezes costs at most the time until the other's copy of the
-  next AU arrives: no frame lost, none repeated.
-* A source that does not align (encoded differently) is only ever brought in
-  by :meth:`Merger.anchor`, which takes effect on its next keyframe AU and
-  re-anchors the timeline there (sequence +1, timestamp advanced by the wall
-  time that passed); the other sources must then align again.
+* **Identity is content.** Every complete AU has a fingerprint of its coded
+  slices only. The outbound stream is a sequence of AUs with indices; an AU
+  whose fingerprint is already among the AUs sent after the source's last
+  known position is a copy and is dropped. Timestamps never decide identity:
+  recorders that stamp by arrival disagree by tens of milliseconds.
+* **Position, not time.** A source that matched an outbound AU is *located*:
+  its next AU is either the copy of a later outbound AU (it is behind), or,
+  when the source is at the head, the next AU of the stream, sent at once
+  (first copy wins). A source that lost a packet no longer knows where it
+  is; it keeps its AUs in a short ring until another source's copy of one of
+  them goes out (it is located again, and whatever it holds beyond that goes
+  out in order), or until no other located source is there to fill the gap
+  (it carries on alone). So a picture is never sent after a hole that
+  another source could fill, and a dying source costs no frame.
+* **One timeline, smoothed.** Each source's timestamps map onto the outbound
+  timeline through an offset re-estimated from every matched copy (jitter
+  and clock drift between recorders average out). An outbound timestamp
+  advances by whole frame spacings of the camera (the median spacing of the
+  sending source) plus a small correction towards the mapped time, so
+  recorder jitter is filtered out, drift is followed, and time never goes
+  back. A source whose timestamps jump (restart without reconnect, clock
+  step, garbage) is re-aligned alone, on wall-clock time.
+* **Keyframes are decodable on their own.** The last parameter sets of each
+  source are cached (and seeded from the SDP); a keyframe AU sent without
+  them gets them inserted in front, with its timestamp.
+* **Identical or not is observed.** A located source whose AUs stop matching
+  the stream becomes ``DIFFERENT`` (if it is the active source, the stream
+  restarts on it at its next keyframe instead); an unlocated source that
+  finds its AUs among the sent ones becomes ``ALIGNED``. Every change is an
+  event for the caller to log.
+* A source that does not carry the same pictures is only brought in by
+  :meth:`Merger.anchor`: at its next keyframe the timeline continues on it
+  (sequence +1, timestamp advanced by the wall time that passed) and every
+  other source must locate itself again. After such a restart at an H.265
+  CRA, the RASL pictures that follow it are dropped (ITU-T H.265 §8.1.3:
+  they refer to pictures the client never got).
 
 The merger owns the outbound SSRC, sequence numbers and timestamps of the
 video track.
@@ -29,225 +50,505 @@ video track.
 
 from __future__ import annotations
 
+import enum
 import random
 import struct
-import zlib
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 
-from rmfproxy.rtp.nal import NalFormat
+from rmfproxy.relay.access_unit import AccessUnit, AuAssembler
+from rmfproxy.rtp.nal import NalFormat, packetize
+from rmfproxy.rtp.seqnum import ts_diff
 
 _SEQ_TS_SSRC = struct.Struct(">HII")
+Out = list[tuple[bytearray, bool]]
+"""Outbound packets, each with a flag on the first packet of a keyframe AU."""
+_M32 = 0xFFFFFFFF
+
 HISTORY = 256
-"""Fingerprints of sent AUs kept for alignment (about 10 s at 25 fps)."""
-MAX_AU_PACKETS = 2048
+"""Outbound AUs remembered for matching copies (about 10 s at 25 fps)."""
+RING = 48
+"""AUs an unlocated source keeps while it looks for its place (about 2 s at 25 fps)."""
+RING_BYTES = 8 << 20
+MISMATCH_LIMIT = 5
+"""Consecutive AUs of a located source missing from the stream before it is called different."""
+DIFFERENT_AFTER = 50
+"""AUs of an unlocated source matching nothing, while the stream goes on, before it is called
+different."""
+ALIVE = 0.3
+"""Seconds a located source counts as able to fill a gap after its last AU."""
+JUMP_SECONDS = 5.0
+"""A source whose mapped time is further than this from the wall clock jumped."""
+OFFSET_GAIN = 0.1
+"""How fast a source's timestamp offset follows its matched copies."""
+TIMING_GAIN = 0.1
+"""How much of the distance to a source's mapped time one outbound step corrects
+(at most an eighth of a frame spacing per AU)."""
+GAP_FRAMES = 2.5
+"""A mapped step beyond this many frame spacings is a real gap, kept in the timeline."""
 
 
-@dataclass
-class _Assembly:
-    """One source's access unit in progress."""
+class MergeState(enum.Enum):
+    """Whether a source carries the pictures of the outbound stream."""
 
-    ts: int
-    packets: list[bytearray] = field(default_factory=list)
-    next_seq: int = 0
-    complete_start: bool = False
-    broken: bool = False
-    keyframe: bool = False
-    crc: int = 0
-    length: int = 0
+    UNKNOWN = "unknown"
+    """Not matched yet (just connected, or the stream restarted on another source)."""
+    ALIGNED = "aligned"
+    """Carries the same AUs as the outbound stream: switching to it is instant."""
+    DIFFERENT = "different"
+    """Carries other pictures (another encoding): switching to it waits for its keyframe."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeEvent:
+    """A source's merge state changed."""
+
+    index: int
+    """The source."""
+    state: MergeState
+    """Its new state."""
+    why: str
+    """What showed it (for the log line)."""
 
 
 @dataclass
 class _Source:
+    asm: AuAssembler
+    state: MergeState = MergeState.UNKNOWN
+    located: bool = False
+    """``pos`` is known: the source's last AU is outbound AU ``pos``."""
+    pos: int = -1
     offset: int | None = None
-    """Source timestamp + offset = outbound timestamp, once aligned."""
-    assembly: _Assembly | None = None
-    after_marker: bool = False
-    last_seq: int | None = None
+    """Source timestamp + offset = outbound timestamp."""
+    ring: deque[AccessUnit] = field(default_factory=deque)
+    ring_bytes: int = 0
+    mismatches: int = 0
+    unmatched: int = 0
+    seen_head: int = -1
     anchor_pending: bool = False
+    params: dict[int, bytes] = field(default_factory=dict)
+    sdp_params: dict[int, bytes] = field(default_factory=dict)
+    stamps: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=64))
+    """(AU count, timestamp) of its recent complete AUs: its average frame spacing."""
+    au_count: int = 0
+    last_au_at: float = -1e9
     aus_sent: int = 0
     aus_dropped: int = 0
-
-
-def nal_chunks(fmt: NalFormat, payload: memoryview) -> list[memoryview]:
-    """The NAL unit bytes carried by one RTP payload, aggregation/fragmentation headers stripped."""
-    hl = fmt.header_len
-    n = len(payload)
-    if n < hl:
-        return []
-    t = fmt.nal_type(payload)
-    if t == fmt.aggregate:
-        out = []
-        pos = hl
-        while pos + 2 <= n:
-            size = (payload[pos] << 8) | payload[pos + 1]
-            if size == 0 or pos + 2 + size > n:
-                break
-            out.append(payload[pos + 2 : pos + 2 + size])
-            pos += 2 + size
-        return out
-    if t == fmt.fragment:
-        if n <= hl + 1:
-            return []
-        fu = payload[hl]
-        body = payload[hl + 1 :]
-        if fu & 0x80:  # start: the reconstructed NAL type byte is part of the NAL
-            ntype = fu & (0x1F if hl == 1 else 0x3F)
-            return [memoryview(bytes([ntype])), body]
-        return [body]
-    return [payload]
+    """Copies of AUs another source delivered first."""
+    aus_broken: int = 0
+    """AUs with a missing packet (never sent)."""
+    aus_late: int = 0
+    """Whole AUs that arrived after the stream had gone past them."""
+    jumps: int = 0
+    """Timestamp jumps re-aligned on the wall clock."""
 
 
 class Merger:
-    """Builds one outbound video stream from several sources carrying the same AUs."""
+    """Builds one outbound video stream from the AUs of several sources."""
 
-    def __init__(self, fmt: NalFormat, clock_rate: int, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        fmt: NalFormat,
+        clock_rate: int,
+        rng: random.Random | None = None,
+        *,
+        merge: bool = True,
+        mtu: int = 1400,
+    ) -> None:
         rng = rng or random.SystemRandom()
         self.fmt = fmt
         self.clock_rate = clock_rate
+        self.merge = merge
+        """False: never match sources (each switch is a keyframe restart)."""
+        self.mtu = mtu
         self.ssrc = rng.getrandbits(32)
         self.last_out_seq = rng.getrandbits(16)
         self.last_out_ts = rng.getrandbits(32)
+        self.active: int | None = None
+        """The source the caller's policy prefers; its pictures win a disagreement."""
+        self.events: list[MergeEvent] = []
+        """State changes since the caller last emptied the list."""
         self._last_out_wall: float | None = None
         self._sent_any = False
-        self._history: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._skip_leading = False
         self._sources: dict[int, _Source] = {}
+        self._fp_index: dict[tuple[int, int], int] = {}
+        self._hist: deque[tuple[tuple[int, int], int]] = deque()
+        self.head = -1
+        """Index of the last outbound AU."""
+        self._floor = -1
+        """Outbound AUs up to this index belong to the timeline before the last restart."""
         self.packets = 0
         self.octets = 0
         self.last_sender: int | None = None
+        self.params_inserted = 0
+        """Keyframes sent with parameter sets the winning copy lacked."""
+        self.leading_dropped = 0
 
     # sources -------------------------------------------------------------------
 
     def _source(self, index: int) -> _Source:
         src = self._sources.get(index)
         if src is None:
-            src = _Source()
+            src = _Source(AuAssembler(self.fmt))
             self._sources[index] = src
         return src
 
-    def reset_source(self, index: int) -> None:
-        """A source reconnected (new SSRC and bases): it must align again."""
-        self._sources[index] = _Source()
+    def reset_source(self, index: int, sdp_params: dict[int, bytes] | None = None) -> None:
+        """A source (re)connected: new SSRC and bases, it must locate itself again.
+        ``sdp_params``: parameter sets from its SDP (``sprop-*``), by NAL type."""
+        old = self._sources.get(index)
+        src = _Source(AuAssembler(self.fmt))
+        src.sdp_params = dict(sdp_params or {})
+        if old is not None and old.state is not MergeState.UNKNOWN:
+            self.events.append(MergeEvent(index, MergeState.UNKNOWN, "reconnected"))
+        self._sources[index] = src
 
     def aligned(self, index: int) -> bool:
-        """True once the source's AUs map onto the outbound timeline."""
+        """True while the source carries the outbound stream's AUs (switching is instant)."""
         src = self._sources.get(index)
-        return src is not None and src.offset is not None
+        return src is not None and src.state is MergeState.ALIGNED
+
+    def state(self, index: int) -> MergeState:
+        """The source's merge state."""
+        src = self._sources.get(index)
+        return src.state if src is not None else MergeState.UNKNOWN
 
     def anchor(self, index: int) -> None:
-        """Bring in a source that does not align: at its next keyframe AU, re-anchor on it."""
+        """Bring in a source that does not align: at its next keyframe AU, restart on it."""
         self._source(index).anchor_pending = True
 
-    def stats(self, index: int) -> tuple[int, int]:
-        """(AUs sent, AUs dropped as later copies) for a source."""
+    def anchoring(self, index: int) -> bool:
+        """True while a restart on this source waits for its keyframe."""
         src = self._sources.get(index)
-        return (src.aus_sent, src.aus_dropped) if src else (0, 0)
+        return src is not None and src.anchor_pending
+
+    def stats(self, index: int) -> dict[str, int]:
+        """AU counters of one source."""
+        src = self._sources.get(index)
+        if src is None:
+            return {"sent": 0, "copies": 0, "broken": 0, "late": 0, "jumps": 0}
+        return {
+            "sent": src.aus_sent,
+            "copies": src.aus_dropped,
+            "broken": src.aus_broken,
+            "late": src.aus_late,
+            "jumps": src.jumps,
+        }
 
     # packets -------------------------------------------------------------------
 
     def push(
-        self, index: int, packet: bytearray, payload_offset: int, key: bool, now: float
-    ) -> list[tuple[bytearray, bool]]:
-        """Feed one video RTP packet; ``key``: it starts a keyframe AU (the caller's
-        per-source :class:`KeyframeTracker` says so). Returns outbound packets (rewritten)
-        and keyframe flags."""
+        self, index: int, packet: bytearray, payload_start: int, payload_end: int, now: float
+    ) -> Out:
+        """Feed one video RTP packet of a source. Returns the outbound packets it releases
+        (rewritten in place) with a flag on the first packet of each keyframe."""
         src = self._source(index)
-        seq, ts, _ssrc = _SEQ_TS_SSRC.unpack_from(packet, 2)
-        marker = bool(packet[1] & 0x80)
-        payload = memoryview(packet)[payload_offset:]
-        asm = src.assembly
-        if asm is None or asm.ts != ts:
-            # A new AU starts. It is whole only if the previous packet ended an AU.
-            if src.last_seq is None:
-                # A source's first packet starts a whole AU only if it begins a keyframe
-                # (servers start a stream on one; anything else may be mid-frame).
-                whole = key
-            else:
-                whole = src.after_marker and ((src.last_seq + 1) & 0xFFFF) == seq
-            asm = _Assembly(ts, next_seq=seq, complete_start=whole)
-            src.assembly = asm
-        if seq != asm.next_seq or len(asm.packets) >= MAX_AU_PACKETS:
-            asm.broken = True  # a packet of this AU is missing (or it is absurdly large)
-        asm.next_seq = (seq + 1) & 0xFFFF
-        src.last_seq = seq
-        src.after_marker = marker
-        asm.packets.append(packet)
-        asm.keyframe = asm.keyframe or key
-        for chunk in nal_chunks(self.fmt, payload):
-            asm.crc = zlib.crc32(chunk, asm.crc)
-            asm.length += len(chunk)
-        if not marker:
-            return []
-        src.assembly = None
-        if asm.broken or not asm.complete_start:
-            return []
-        return self._complete(index, src, asm, now)
+        out: Out = []
+        for au in src.asm.push(packet, payload_start, payload_end):
+            self._on_au(index, src, au, now, out)
+        return out
 
-    def _complete(
-        self, index: int, src: _Source, asm: _Assembly, now: float
-    ) -> list[tuple[bytearray, bool]]:
-        fp = (asm.crc, asm.length)
-        if src.anchor_pending and asm.keyframe:
-            # Re-anchor the timeline on this source: continue seq +1, ts by wall time.
-            src.anchor_pending = False
-            for other, s in self._sources.items():
-                if other != index:
-                    s.offset = None
-            self._history.clear()
-            src.offset = (self._next_ts(now) - asm.ts) & 0xFFFFFFFF
-        elif src.offset is None:
-            sent_ts = self._history.get(fp)
-            if sent_ts is None:
-                if self._sent_any or not asm.keyframe:
-                    return []
-                # Nothing sent yet: the first keyframe AU of any source starts the timeline.
-                src.offset = (self._next_ts(now) - asm.ts) & 0xFFFFFFFF
-            else:
-                src.offset = (sent_ts - asm.ts) & 0xFFFFFFFF
-                src.aus_dropped += 1
-                return []  # aligned on an AU already sent
-        out_ts = (asm.ts + src.offset) & 0xFFFFFFFF
-        if self._sent_any:
-            d = (out_ts - self.last_out_ts) & 0xFFFFFFFF
-            if d == 0 or d >= 0x80000000:
-                src.aus_dropped += 1
-                return []  # a later copy of an AU already sent (or older)
-        return self._emit(index, src, asm, out_ts, now, fp)
+    def _on_au(self, index: int, src: _Source, au: AccessUnit, now: float, out: Out) -> None:
+        src.params.update(au.param_sets)
+        self._learn_spacing(src, au)
+        if not au.complete:
+            src.aus_broken += 1
+            src.located = False  # where it is in the stream is unknown until it matches again
+            self._drop_ring(src)
+            return
+        src.last_au_at = now
+        if src.anchor_pending and au.keyframe:
+            self._restart(index, src, au, now, out)
+            return
+        if src.located:
+            self._place(index, src, au, now, out)
+            return
+        found = self._find(src, au)
+        if found is not None:
+            self._locate(index, src, found, au)
+            return
+        if self._may_lead(index, src, now):
+            # It was the stream (or an identical copy of it) until it lost a packet, and no
+            # other source is there to fill the gap: go on alone, oldest held AU first.
+            held = list(src.ring)
+            self._drop_ring(src)
+            src.located = True
+            for h in [*held, au]:
+                self._place(index, src, h, now, out)
+            return
+        self._hold(src, au)
+
+    def _learn_spacing(self, src: _Source, au: AccessUnit) -> None:
+        src.au_count += 1
+        if not au.complete:
+            return
+        if src.stamps:
+            n, ts = src.stamps[-1]
+            d = ts_diff(au.ts, ts)
+            if not -self.clock_rate < d < 2 * self.clock_rate * (src.au_count - n):
+                src.stamps.clear()  # its timestamps jumped: start over
+        src.stamps.append((src.au_count, au.ts))
+
+    def _spacing(self, src: _Source) -> float:
+        """The source's average frame spacing in ticks (0 while unknown). An average over
+        dozens of AUs: a recorder's per-AU jitter cancels out, a camera that lowers its frame
+        rate shows within a couple of seconds."""
+        if len(src.stamps) < 2:
+            return 0.0
+        (n0, t0), (n1, t1) = src.stamps[0], src.stamps[-1]
+        return ts_diff(t1, t0) / (n1 - n0)
+
+    def _find(self, src: _Source, au: AccessUnit) -> int | None:
+        """The outbound index of a copy of ``au`` sent after the source's last position."""
+        if not self.merge:
+            return None
+        i = self._fp_index.get(au.fingerprint)
+        low = max(src.pos, self._floor) if src.state is MergeState.ALIGNED else self._floor
+        if i is None or not low < i <= self.head:
+            return None
+        return i
+
+    def _may_lead(self, index: int, src: _Source, now: float) -> bool:
+        """Can an unlocated source that was aligned carry the stream on alone? Only when no
+        other located source is delivering: one that is would fill the gap."""
+        if src.state is not MergeState.ALIGNED:
+            return False
+        return not any(
+            o.located and now - o.last_au_at < ALIVE for i, o in self._sources.items() if i != index
+        )
+
+    def _hold(self, src: _Source, au: AccessUnit) -> None:
+        if not self.merge:
+            return
+        if self.head != src.seen_head:
+            src.seen_head = self.head
+            src.unmatched += 1
+        src.ring.append(au)
+        src.ring_bytes += au.payload_bytes
+        while len(src.ring) > RING or src.ring_bytes > RING_BYTES:
+            old = src.ring.popleft()
+            src.ring_bytes -= old.payload_bytes
+        if src.unmatched >= DIFFERENT_AFTER and src.state is not MergeState.DIFFERENT:
+            src.state = MergeState.DIFFERENT
+            self.events.append(MergeEvent(self._index_of(src), src.state, "no-match"))
+
+    def _drop_ring(self, src: _Source) -> None:
+        src.ring.clear()
+        src.ring_bytes = 0
+
+    def _index_of(self, src: _Source) -> int:
+        return next(i for i, s in self._sources.items() if s is src)
+
+    def _place(self, index: int, src: _Source, au: AccessUnit, now: float, out: Out) -> None:
+        """A located source's next AU: a copy, the next AU of the stream, or a stranger."""
+        found = self._find(src, au)
+        if found is not None:
+            self._matched(src, found, au)
+            src.aus_dropped += 1
+            return
+        if src.pos >= self.head:
+            self._emit(index, src, au, now, out)
+            return
+        # Behind the stream, and the stream does not have this picture.
+        src.aus_late += 1
+        src.mismatches += 1
+        if src.mismatches >= MISMATCH_LIMIT:
+            self._diverged(index, src)
+
+    def _matched(self, src: _Source, i: int, au: AccessUnit) -> None:
+        src.pos = i
+        src.mismatches = 0
+        src.unmatched = 0
+        sample = (self._out_ts_of(i) - au.ts) & _M32
+        if src.offset is None:
+            src.offset = sample
+            return
+        delta = ts_diff(sample, src.offset)
+        if abs(delta) > JUMP_SECONDS * self.clock_rate:
+            src.offset = sample  # its timestamps jumped: re-align it alone
+            src.jumps += 1
+        else:
+            src.offset = (src.offset + round(delta * OFFSET_GAIN)) & _M32
+
+    def _locate(self, index: int, src: _Source, i: int, au: AccessUnit) -> None:
+        """The source's AU ``au`` is outbound AU ``i``: it knows where it is again."""
+        src.located = True
+        if src.state is not MergeState.ALIGNED:
+            src.state = MergeState.ALIGNED
+            src.offset = None
+            self.events.append(MergeEvent(index, src.state, "matched"))
+        self._drop_ring(src)
+        self._matched(src, i, au)
+        src.aus_dropped += 1
+
+    def _diverged(self, index: int, src: _Source) -> None:
+        src.mismatches = 0
+        src.located = False
+        self._drop_ring(src)
+        if index == self.active:
+            # The stream carries pictures the active source does not: the others diverged
+            # from it. Restart on the active source at its next keyframe.
+            src.anchor_pending = True
+            src.state = MergeState.UNKNOWN
+            self.events.append(MergeEvent(index, MergeState.UNKNOWN, "active-diverged"))
+        else:
+            src.state = MergeState.DIFFERENT
+            self.events.append(MergeEvent(index, src.state, "mismatch"))
+
+    def _restart(self, index: int, src: _Source, au: AccessUnit, now: float, out: Out) -> None:
+        """Continue the stream on ``src`` from this keyframe; everyone else locates again."""
+        src.anchor_pending = False
+        self._floor = self.head
+        for i, other in self._sources.items():
+            if i == index:
+                continue
+            other.located = False
+            other.pos = -1
+            other.unmatched = 0
+            other.mismatches = 0
+            self._drop_ring(other)
+            if other.state is MergeState.ALIGNED:
+                other.state = MergeState.UNKNOWN
+                self.events.append(MergeEvent(i, other.state, "restart"))
+        if src.state is not MergeState.ALIGNED:
+            self.events.append(MergeEvent(index, MergeState.ALIGNED, "restart"))
+        src.state = MergeState.ALIGNED
+        src.located = True
+        src.offset = None
+        self._drop_ring(src)
+        self._emit(index, src, au, now, out, restart=True)
+
+    # output --------------------------------------------------------------------
+
+    def _emit(
+        self,
+        index: int,
+        src: _Source,
+        au: AccessUnit,
+        now: float,
+        out: Out,
+        restart: bool = False,
+    ) -> None:
+        if restart:
+            self._skip_leading = bool(self.fmt.leading_skip_types)
+        elif self._skip_leading and au.skip_on_start:
+            # A RASL picture after a restart at a CRA: it refers to pictures the client
+            # never got. It takes its place in the stream (copies match it) but is not sent.
+            self.leading_dropped += 1
+            self._record(au.fingerprint, self.last_out_ts)
+            src.pos = self.head
+            return
+        elif not au.keyframe:
+            self._skip_leading = False
+        out_ts = self._out_ts(src, au, now, restart)
+        packets = au.packets
+        if au.keyframe:
+            packets = self._with_params(src, au) + packets
+        seq = self.last_out_seq
+        last = len(packets) - 1
+        for n, pkt in enumerate(packets):
+            seq = (seq + 1) & 0xFFFF
+            _SEQ_TS_SSRC.pack_into(pkt, 2, seq, out_ts, self.ssrc)
+            pkt[1] = (pkt[1] & 0x7F) | (0x80 if n == last else 0)  # marker on the AU's end only
+            out.append((pkt, n == 0 and au.keyframe))
+            self.octets += len(pkt) - 12
+        self.packets += len(packets)
+        self.last_out_seq = seq
+        self.last_out_ts = out_ts
+        self._last_out_wall = now
+        self._sent_any = True
+        self._record(au.fingerprint, out_ts)
+        src.pos = self.head
+        src.aus_sent += 1
+        self.last_sender = index
+        if self.merge:
+            self._offer(index, au, now, out)
+
+    def _record(self, fp: tuple[int, int], out_ts: int) -> None:
+        self.head += 1
+        self._hist.append((fp, out_ts))
+        self._fp_index[fp] = self.head
+        if len(self._hist) > HISTORY:
+            old_fp, _ = self._hist.popleft()
+            if self._fp_index.get(old_fp) == self.head - HISTORY:
+                del self._fp_index[old_fp]
+
+    def _out_ts_of(self, i: int) -> int:
+        return self._hist[i - (self.head - len(self._hist) + 1)][1]
+
+    def _offer(self, index: int, au: AccessUnit, now: float, out: Out) -> None:
+        """An AU went out: unlocated sources holding a copy of it know where they are now,
+        and whatever they hold beyond it is the continuation of the stream."""
+        sent = self.head
+        for i, other in list(self._sources.items()):
+            if i == index or other.located or not other.ring:
+                continue
+            ring = list(other.ring)
+            at = next((r for r, h in enumerate(ring) if h.fingerprint == au.fingerprint), None)
+            if at is None:
+                continue
+            self._locate(i, other, sent, ring[at])
+            for h in ring[at + 1 :]:
+                if other.located:
+                    self._place(i, other, h, now, out)
+
+    def _out_ts(self, src: _Source, au: AccessUnit, now: float, restart: bool) -> int:
+        """The outbound timestamp of the next AU, sent from ``src``."""
+        wall = self._next_ts(now)
+        if not self._sent_any or restart or src.offset is None:
+            src.offset = (wall - au.ts) & _M32
+            return wall
+        d = ts_diff((au.ts + src.offset) & _M32, self.last_out_ts)
+        w = ts_diff(wall, self.last_out_ts)
+        if abs(d - w) > JUMP_SECONDS * self.clock_rate:
+            # This source's timestamps jumped (a restart without reconnect, a clock step,
+            # garbage): re-align it alone on the wall clock; the stream goes on.
+            src.offset = (wall - au.ts) & _M32
+            src.jumps += 1
+            return wall
+        spacing = self._spacing(src)
+        if spacing > 0:
+            # One frame spacing per AU (this AU follows the last one sent: content says so),
+            # more only when the gap is far beyond any jitter (frames the camera skipped, an
+            # outage); a small pull towards the mapped time follows drift between clocks.
+            k = round(d / spacing) if d > GAP_FRAMES * spacing else 1
+            err = d - k * spacing
+            lim = spacing / 8
+            step = k * spacing + min(lim, max(-lim, err * TIMING_GAIN))
+        else:
+            step = float(w)  # nothing known of this source's pace yet: the wall clock's
+        return (self.last_out_ts + max(1, round(step))) & _M32
 
     def _next_ts(self, now: float) -> int:
         if not self._sent_any or self._last_out_wall is None:
             return self.last_out_ts
         elapsed = max(1, round((now - self._last_out_wall) * self.clock_rate))
-        return (self.last_out_ts + elapsed) & 0xFFFFFFFF
+        return (self.last_out_ts + elapsed) & _M32
 
-    def _emit(
-        self, index: int, src: _Source, asm: _Assembly, out_ts: int, now: float, fp: tuple[int, int]
-    ) -> list[tuple[bytearray, bool]]:
-        out = []
-        seq = self.last_out_seq
-        first = True
-        for pkt in asm.packets:
-            seq = (seq + 1) & 0xFFFF
-            _SEQ_TS_SSRC.pack_into(pkt, 2, seq, out_ts, self.ssrc)
-            out.append((pkt, first and asm.keyframe))
-            first = False
-            self.octets += len(pkt) - 12
-        self.packets += len(out)
-        self.last_out_seq = seq
-        self.last_out_ts = out_ts
-        self._last_out_wall = now
-        self._sent_any = True
-        self._history[fp] = out_ts
-        if len(self._history) > HISTORY:
-            self._history.popitem(last=False)
-        src.aus_sent += 1
-        self.last_sender = index
-        return out
+    def _with_params(self, src: _Source, au: AccessUnit) -> list[bytearray]:
+        """Packets of the parameter sets a keyframe AU lacks, from the sending source's cache,
+        another source's, or the SDP."""
+        missing = [t for t in self.fmt.param_types if t not in au.param_sets]
+        if not missing:
+            return []
+        caches = [src.params, *(s.params for s in self._sources.values()), src.sdp_params]
+        caches += [s.sdp_params for s in self._sources.values()]
+        nals = []
+        for t in missing:
+            nal = next((c[t] for c in caches if t in c), None)
+            if nal is None:
+                return []  # nothing known to insert: send it as it came
+            nals.append(nal)
+        pt = au.packets[0][1] & 0x7F
+        self.params_inserted += 1
+        return [
+            bytearray(struct.pack(">BBHII", 0x80, pt, 0, 0, 0)) + p
+            for p in packetize(self.fmt, nals, self.mtu)
+        ]
 
     def rtp_time_at(self, now: float) -> int:
         """The outbound timestamp for wall time ``now`` (for sender reports)."""
         if self._last_out_wall is None:
             return self.last_out_ts
-        return (
-            self.last_out_ts + round((now - self._last_out_wall) * self.clock_rate)
-        ) & 0xFFFFFFFF
+        return (self.last_out_ts + round((now - self._last_out_wall) * self.clock_rate)) & _M32

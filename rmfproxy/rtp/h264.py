@@ -35,6 +35,9 @@ FORMAT = nal.NalFormat(
     fragment=FU_A,
     keyframe_types=frozenset({IDR, SPS, PPS}),
     vcl_types=frozenset(range(1, 6)),
+    irap_types=frozenset({IDR}),
+    param_types=(SPS, PPS),
+    leading_skip_types=frozenset(),
     make_header=_header,
 )
 

@@ -9,6 +9,10 @@ from rmfproxy.rtp.nal import Buffer, Depacketizer, KeyframeTracker, split_annexb
 
 IRAP = frozenset(range(16, 22))
 """BLA_W_LP .. CRA_NUT: intra random access point slices."""
+RASL_N = 8
+RASL_R = 9
+"""Random access skipped leading pictures (ITU-T H.265 Table 7-1)."""
+CRA = 21
 VPS = 32
 SPS = 33
 PPS = 34
@@ -37,6 +41,9 @@ FORMAT = nal.NalFormat(
     fragment=FU,
     keyframe_types=IRAP | {VPS, SPS, PPS},
     vcl_types=frozenset(range(0, 32)),
+    irap_types=IRAP,
+    param_types=(VPS, SPS, PPS),
+    leading_skip_types=frozenset({RASL_N, RASL_R}),
     make_header=_header,
 )
 

@@ -32,6 +32,13 @@ class NalFormat:
     """NAL types that begin a random-access point: IDR/IRAP and parameter sets."""
     vcl_types: frozenset[int]
     """NAL types that carry coded slices."""
+    irap_types: frozenset[int]
+    """Slice types a decoder can start at: H.264 IDR, H.265 IRAP (BLA/IDR/CRA)."""
+    param_types: tuple[int, ...]
+    """Parameter set NAL types, in the order a decoder needs them (VPS, SPS, PPS)."""
+    leading_skip_types: frozenset[int]
+    """Leading pictures that cannot be decoded when the stream starts at their
+    random-access point (H.265 RASL, ITU-T H.265 §8.1.3); empty for H.264."""
     make_header: Callable[[Buffer, int], bytes]
     """Build a payload header of ``type`` from the first NAL's header (keeps F/NRI/layer/tid)."""
 

@@ -1,0 +1,250 @@
+"""Access units of one source, assembled from its RTP packets, without I/O.
+
+An access unit (AU) is one coded picture with the NAL units around it. Two
+recorders relaying one camera agree on the coded slices and on little else:
+their RTP timestamps, packetization (MTU, STAP-A/AP or single NAL units, FU
+sizes), parameter-set placement, SEI and AUD all differ. So the *identity* of
+an AU is a fingerprint of its VCL NAL units only (H.264 types 1-5, H.265
+types 0-31; RFC 6184 §5.2, RFC 7798 §4.4): each NAL's type and the bytes
+after its NAL header, whatever RTP structure carried them. Parameter sets,
+SEI, AUD and filler are not part of it; the parameter sets an AU carries are
+collected so a keyframe can be made decodable on its own later.
+
+An AU ends at the RTP marker bit (RFC 6184 §5.1, RFC 7798 §4.1) or, for
+sources that never set it (some cameras and re-streamers do not), when a
+packet with another timestamp begins the next one. It counts as *complete*
+only when every sequence number from the packet after the previous AU's end
+to its own end arrived: a source that loses a packet never yields half a
+picture. Packets carrying no picture (parameter sets or SEI sent under their
+own timestamp) are carried over in front of the next AU.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from rmfproxy.rtp.nal import NalFormat
+
+MAX_AU_PACKETS = 2048
+"""An AU with more packets than this is treated as broken."""
+MAX_PARAM_SET = 4096
+"""Longest parameter set NAL kept (they are tens of bytes)."""
+
+
+@dataclass(slots=True)
+class AccessUnit:
+    """One source's access unit."""
+
+    ts: int
+    """RTP timestamp (the source's own)."""
+    packets: list[bytearray] = field(default_factory=list)
+    """The RTP packets, header included, in order."""
+    complete: bool = False
+    """Every packet of it arrived (see the module docstring)."""
+    fingerprint: tuple[int, int] = (0, 0)
+    """CRC-32 and length of its VCL NAL units (type + body), independent of packetization."""
+    keyframe: bool = False
+    """It holds a random-access slice (H.264 IDR, H.265 IRAP)."""
+    skip_on_start: bool = False
+    """A leading picture that cannot be decoded when the stream starts at its IRAP (RASL)."""
+    param_sets: dict[int, bytes] = field(default_factory=dict)
+    """Complete parameter-set NAL units it carries, by NAL type."""
+    vcl: bool = False
+    """It carries at least one slice."""
+    payload_bytes: int = 0
+
+
+class AuAssembler:
+    """Turns one source's video RTP packets into :class:`AccessUnit` values."""
+
+    __slots__ = (
+        "_after_end",
+        "_carry",
+        "_carry_params",
+        "_crc",
+        "_cur",
+        "_frag_param",
+        "_frag_vcl",
+        "_len",
+        "_next_seq",
+        "_seen_any",
+        "fmt",
+        "malformed",
+    )
+
+    def __init__(self, fmt: NalFormat) -> None:
+        self.fmt = fmt
+        self._cur: AccessUnit | None = None
+        self._next_seq = 0
+        self._after_end = False
+        """The previous packet ended an AU (marker bit)."""
+        self._seen_any = False
+        self._crc = 0
+        self._len = 0
+        self._frag_vcl = False
+        """The fragmented NAL in progress is a slice."""
+        self._frag_param: bytearray | None = None
+        self._carry: list[bytearray] = []
+        self._carry_params: dict[int, bytes] = {}
+        self.malformed = 0
+        """Payloads that could not be parsed (counted, the AU is marked broken)."""
+
+    def reset(self) -> None:
+        """Forget everything (the source reconnected)."""
+        self.__init__(self.fmt)  # type: ignore[misc]
+
+    def push(self, packet: bytearray, payload_start: int, payload_end: int) -> list[AccessUnit]:
+        """Feed one packet; returns the AUs it ends (zero, one, or two when a source without
+        marker bits starts a new timestamp and ends the last packet's AU with this one)."""
+        seq = (packet[2] << 8) | packet[3]
+        ts = int.from_bytes(packet[4:8], "big")
+        marker = bool(packet[1] & 0x80)
+        done: list[AccessUnit] = []
+        cur = self._cur
+        contiguous = self._seen_any and seq == self._next_seq
+        ended_by_ts = False
+        if cur is not None and cur.ts != ts:
+            # A new timestamp while an AU is open: its marker bit never came. It is whole if
+            # no packet went missing before this one.
+            if not contiguous:
+                cur.complete = False
+            self._finish(cur, done)
+            cur = None
+            ended_by_ts = True
+        if cur is None:
+            if not self._seen_any:
+                # The very first packet begins a whole AU only if it can begin one: servers
+                # start a stream on a keyframe, anything else may be mid-picture.
+                whole = self._starts_clean(packet, payload_start, payload_end)
+            else:
+                whole = contiguous and (self._after_end or ended_by_ts)
+            cur = AccessUnit(ts, complete=whole)
+            self._cur = cur
+            self._crc = 0
+            self._len = 0
+            self._frag_vcl = False
+            self._frag_param = None
+        elif not contiguous or len(cur.packets) >= MAX_AU_PACKETS:
+            cur.complete = False  # a packet of this AU is missing (or it is absurdly large)
+        self._seen_any = True
+        self._next_seq = (seq + 1) & 0xFFFF
+        cur.packets.append(packet)
+        cur.payload_bytes += payload_end - payload_start
+        if not self._scan(cur, memoryview(packet)[payload_start:payload_end]):
+            self.malformed += 1
+            cur.complete = False
+        self._after_end = marker
+        if marker:
+            self._finish(cur, done)
+        return done
+
+    def _finish(self, au: AccessUnit, done: list[AccessUnit]) -> None:
+        self._cur = None
+        if self._frag_param is not None:
+            au.complete = False  # a fragmented NAL that never ended
+        au.fingerprint = (self._crc, self._len)
+        if not au.vcl and au.complete:
+            # Parameter sets or SEI under a timestamp of their own: they go in front of the
+            # next picture (bounded: a source that sends only these gets nowhere).
+            if len(self._carry) + len(au.packets) <= 64:
+                self._carry.extend(au.packets)
+                self._carry_params.update(au.param_sets)
+            else:
+                self._carry, self._carry_params = [], {}
+            return
+        if self._carry:
+            au.packets[:0] = self._carry
+            au.param_sets = {**self._carry_params, **au.param_sets}
+            self._carry, self._carry_params = [], {}
+        done.append(au)
+
+    def _starts_clean(self, packet: bytearray, start: int, end: int) -> bool:
+        """True if the packet begins with a NAL unit that can start an AU: a parameter set,
+        AUD, SEI or a random-access slice."""
+        fmt = self.fmt
+        if end - start < fmt.header_len:
+            return False
+        payload = memoryview(packet)[start:end]
+        t = fmt.nal_type(payload)
+        if t == fmt.aggregate:
+            if end - start < fmt.header_len + 2 + fmt.header_len:
+                return False
+            t = fmt.nal_type(payload[fmt.header_len + 2 :])
+        elif t == fmt.fragment:
+            if end - start <= fmt.header_len:
+                return False
+            fu = payload[fmt.header_len]
+            if not fu & 0x80:
+                return False
+            t = fu & (0x1F if fmt.header_len == 1 else 0x3F)
+        return t in fmt.irap_types or t not in fmt.vcl_types
+
+    def _scan(self, au: AccessUnit, payload: memoryview) -> bool:
+        """Fold one payload's NAL units into the AU; False if it is malformed."""
+        fmt = self.fmt
+        hl = fmt.header_len
+        n = len(payload)
+        if n < hl:
+            return False
+        t = fmt.nal_type(payload)
+        if t == fmt.aggregate:
+            pos = hl
+            ok = pos + 2 <= n
+            while pos + 2 <= n:
+                size = (payload[pos] << 8) | payload[pos + 1]
+                if size < hl or pos + 2 + size > n:
+                    return False
+                self._nal(au, payload[pos + 2 : pos + 2 + size])
+                pos += 2 + size
+            return ok
+        if t == fmt.fragment:
+            if n <= hl + 1:
+                return False
+            fu = payload[hl]
+            ftype = fu & (0x1F if hl == 1 else 0x3F)
+            body = payload[hl + 1 :]
+            if fu & 0x80:  # start of a fragmented NAL
+                self._frag_vcl = ftype in fmt.vcl_types
+                self._frag_param = None
+                if self._frag_vcl:
+                    self._vcl_type(au, ftype)
+                    self._crc = zlib.crc32(bytes((ftype,)), self._crc)
+                    self._len += 1
+                elif ftype in fmt.param_types:
+                    header = bytes(payload[:hl])
+                    self._frag_param = bytearray(fmt.make_header(header, ftype)) + body
+            elif self._frag_param is not None:
+                self._frag_param += body
+                if len(self._frag_param) > MAX_PARAM_SET:
+                    self._frag_param = None
+            if self._frag_vcl:
+                self._crc = zlib.crc32(body, self._crc)
+                self._len += len(body)
+            if fu & 0x40:  # end
+                if self._frag_param is not None:
+                    frag = self._frag_param
+                    au.param_sets[fmt.nal_type(frag)] = bytes(frag)
+                self._frag_param = None
+                self._frag_vcl = False
+            return True
+        self._nal(au, payload)
+        return True
+
+    def _nal(self, au: AccessUnit, nal: memoryview) -> None:
+        fmt = self.fmt
+        t = fmt.nal_type(nal)
+        if t in fmt.vcl_types:
+            self._vcl_type(au, t)
+            self._crc = zlib.crc32(bytes((t,)), self._crc)
+            self._crc = zlib.crc32(nal[fmt.header_len :], self._crc)
+            self._len += 1 + len(nal) - fmt.header_len
+        elif t in fmt.param_types and len(nal) <= MAX_PARAM_SET:
+            au.param_sets[t] = bytes(nal)
+
+    def _vcl_type(self, au: AccessUnit, t: int) -> None:
+        au.vcl = True
+        if t in self.fmt.irap_types:
+            au.keyframe = True
+        elif t in self.fmt.leading_skip_types:
+            au.skip_on_start = True
