@@ -73,12 +73,17 @@ def mutate(
     return bytes(buf[:max_len])
 
 
-def run(runner: Runner, corpus: Sequence[bytes], runs: int, seed: int = 0) -> None:
-    """Run every seed once, then mutants of the seeds (and of earlier mutants) up to ``runs``."""
+def run(
+    runner: Runner, corpus: Sequence[bytes], runs: int, seed: int = 0, max_len: int | None = None
+) -> None:
+    """Run every seed once, then mutants of the seeds (and of earlier mutants) up to ``runs``.
+
+    Mutants are at most ``max_len`` bytes (default: the target's ``MAX_LEN``).
+    """
     rng = random.Random(seed)
     module = runner.module
     dictionary = tuple(getattr(module, "DICTIONARY", ()))
-    max_len = int(getattr(module, "MAX_LEN", 4096))
+    max_len = max_len or int(getattr(module, "MAX_LEN", 4096))
     pool = list(corpus) or [b""]
     for data in corpus:
         if runner.inputs >= runs:

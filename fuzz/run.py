@@ -9,7 +9,8 @@ and trace under ``crashes/``, the slowest inputs under ``slowest/``,
 ``stats.json``). The seed corpus is only read.
 
 ``--replay FILE...`` runs the given inputs once each (no instrumentation),
-prints any exception with its traceback and each input's minimum CPU time.
+prints any exception with its traceback and each input's minimum CPU time
+(of the target's ``timed`` parse).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fuzz import mutate
-from fuzz.runner import BOUND_MS, FUZZ_DIR, Runner, classify, cpu_time_ms, load_corpus
+from fuzz.runner import (
+    BOUND_MS,
+    FUZZ_DIR,
+    Runner,
+    classify,
+    cpu_time_ms,
+    load_corpus,
+    timed_function,
+)
 from fuzz.targets import NAMES
 
 PROGRESS_EVERY_S = 60.0
@@ -46,8 +55,8 @@ def _dictionary_file(tokens: tuple[bytes, ...], path: Path) -> None:
 
 
 def _retime_subprocess(target: str, work: Path) -> list[tuple[float, bytes]]:
-    """Re-time the kept slowest inputs in a fresh, uninstrumented interpreter."""
-    files = sorted((work / "slowest").glob("*.bin"))
+    """Re-time the kept slowest and over-bound inputs in a fresh, uninstrumented interpreter."""
+    files = sorted((work / "slowest").glob("*.bin")) + sorted((work / "over_bound").glob("*.bin"))
     if not files:
         return []
     out = work / "retime.json"
@@ -168,7 +177,7 @@ def replay(args: argparse.Namespace) -> int:
             failed += 1
             if not args.json:
                 traceback.print_exc()
-        row["cpu_ms"] = round(cpu_time_ms(module.test_one_input, data, args.repeats), 3)
+        row["cpu_ms"] = round(cpu_time_ms(timed_function(module), data, args.repeats), 3)
         failed += row["cpu_ms"] > BOUND_MS
         rows.append(row)
         if not args.json:

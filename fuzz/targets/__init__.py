@@ -7,7 +7,9 @@ its contract: every module states which rejection each API documents (usually
 does not hold (a round trip, whole-vs-chunked feeding) raises
 :class:`InvariantError`, which the runner reports apart from crashes.
 Optional ``DICTIONARY`` lists tokens the mutators splice in; ``MAX_LEN`` caps
-the input size (the largest input the proxy would hand that parser, or less).
+the input size (the largest input the proxy would hand that parser, or less);
+``timed(data)`` is the part whose time the 10 ms bound applies to, when the
+harness does more than parse (default: ``test_one_input``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ camera reads its ``WWW-Authenticate`` headers and answers them.
 The input is one header value per line (a 401 may carry several headers).
 Contract: ``parse_challenges`` rejects with ``ValueError`` only;
 ``DigestClient.authorization`` rejects an unsupported algorithm with
-``ValueError`` only. The answer must carry the challenge's realm, nonce and
-opaque back unchanged when the server parses it (``parse_authorization``).
+``ValueError`` only (the first four challenges are answered). The answer
+must carry the challenge's realm, nonce and opaque back unchanged when the
+server parses it (``parse_authorization``).
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ DICTIONARY = (
 
 
 def test_one_input(data: bytes) -> None:
-    """Parse the challenges and answer each one."""
+    """Parse the challenges and answer the first few."""
     values = data.decode("utf-8", "replace").split("\n")
     try:
         challenges = parse_challenges(values)
     except ValueError:
         return
-    for ch in challenges:
+    # The proxy answers one challenge (rmfproxy/upstream/source.py picks it); answering a
+    # few covers the client without timing thousands of MD5s on top of the parse.
+    for ch in challenges[:4]:
         client = DigestClient("admin", "12345")
         try:
             answer = client.authorization(ch, "DESCRIBE", URI, cnonce="0a4f113b")
@@ -53,6 +56,8 @@ def test_one_input(data: bytes) -> None:
             continue
         scheme, params = parse_authorization(answer)
         check(scheme == "Digest", "the answer to a Digest challenge is Digest")
-        check(params.get("realm") == ch.realm, "the answer carries the realm back unchanged")
-        check(params.get("nonce") == ch.nonce, "the answer carries the nonce back unchanged")
-        check(params.get("opaque") == ch.opaque, "the answer carries the opaque back unchanged")
+        check(
+            (params.get("realm"), params.get("nonce"), params.get("opaque"))
+            == (ch.realm, ch.nonce, ch.opaque),
+            "the answer carries realm, nonce and opaque back unchanged",
+        )

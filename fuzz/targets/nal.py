@@ -4,7 +4,7 @@
 Input layout: the first byte picks the codec (even: H.264, odd: H.265) and the
 packetizer MTU for the round trip; the rest is a run of RTP payloads, each
 behind one byte whose top bit is the marker bit and whose low 7 bits are its
-length (127: the rest of the input).
+length (127: the rest of the input); at most 256 payloads are read.
 
 Contract: none of the three ever raises (a bad payload is counted in
 ``Depacketizer.errors`` and dropped). Every NAL unit a payload starts is
@@ -36,11 +36,15 @@ DICTIONARY = (
 )
 
 
+MAX_PAYLOADS = 256
+"""Payloads per input: a keyframe of a few hundred KB; the 10 ms bound is for one input."""
+
+
 def payloads(data: bytes) -> list[tuple[bytes, bool]]:
     """Split the input (after the first byte) into ``(payload, marker)`` pairs."""
     out = []
     pos = 1
-    while pos < len(data):
+    while pos < len(data) and len(out) < MAX_PAYLOADS:
         head = data[pos]
         size = head & 0x7F
         end = len(data) if size == 0x7F else pos + 1 + size

@@ -80,6 +80,14 @@ def _describe(ev: object) -> object:
     raise InvariantError(f"unexpected event type {type(ev).__name__}")
 
 
+def timed(data: bytes) -> None:
+    """The parse alone, for timing: the whole input in one read, every event drained."""
+    parser = StreamParser(lambda channel, payload: None)
+    parser.feed(data)
+    while parser.next_event() is not None:
+        pass
+
+
 def test_one_input(data: bytes) -> None:
     """Parse ``data`` whole and in three reads; the results must agree."""
     whole = _parse(data, ())
