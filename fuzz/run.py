@@ -8,6 +8,10 @@ unless ``--corpus`` says otherwise; a run's scratch space is
 and trace under ``crashes/``, the slowest inputs under ``slowest/``,
 ``stats.json``). The seed corpus is only read.
 
+``--minimize OUT`` merges the seeds and the grown corpus into OUT, keeping
+only inputs that add coverage; with OUT = fuzz/corpus/TARGET it adds to the
+seeds what a long run found (file names are SHA-1s).
+
 ``--replay FILE...`` runs the given inputs once each (no instrumentation),
 prints any exception with its traceback and each input's minimum CPU time
 (of the target's ``timed`` parse).
@@ -157,6 +161,38 @@ def run_atheris(args: argparse.Namespace, work: Path) -> int:
     return 0  # not reached: Fuzz() does not return
 
 
+def minimize(args: argparse.Namespace, work: Path, extra: list[str]) -> int:
+    """libFuzzer's merge: keep the inputs of the seed and grown corpora that add coverage.
+
+    libFuzzer runs the merge in a child process started through the shell from
+    argv[0], so argv[0] is this command line with ``--minimize-child``; the child
+    gets libFuzzer's flags appended and hands them back to atheris.
+    """
+    import shlex
+
+    import atheris
+
+    with atheris.instrument_imports(include=["rmfproxy"]):
+        from fuzz.runner import load_target
+
+        module = load_target(args.target)
+    runner = Runner(args.target, module)
+    if args.minimize_child:
+        argv = [sys.argv[0], *extra]
+    else:
+        out = args.minimize
+        out.mkdir(parents=True, exist_ok=True)
+        me = [sys.executable, str(Path(__file__).resolve()), args.target, "--minimize-child"]
+        max_len = args.max_len or int(getattr(module, "MAX_LEN", 4096))
+        sources = [work / "corpus"]
+        if args.corpus.resolve() != out.resolve():
+            sources.append(args.corpus)
+        argv = [shlex.join(me), "-merge=1", f"-max_len={max_len}", str(out), *map(str, sources)]
+    atheris.Setup(argv, runner.run_one)
+    atheris.Fuzz()
+    return 0
+
+
 def replay(args: argparse.Namespace) -> int:
     """Run each given input once, report exceptions and minimum CPU times."""
     from fuzz.runner import load_target
@@ -200,11 +236,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay", dest="files", nargs="*", help="run these inputs once each")
     p.add_argument("--repeats", type=int, default=5, help="timing repeats in --replay")
     p.add_argument("--json", help="with --replay: write the results here")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--minimize",
+        type=Path,
+        metavar="OUT",
+        help="write to OUT the seeds and grown corpus inputs that add coverage (atheris merge)",
+    )
+    p.add_argument("--minimize-child", action="store_true", help=argparse.SUPPRESS)
+    args, extra = p.parse_known_args(argv)
+    if extra and not args.minimize_child:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.files is not None:
         return replay(args)
     args.corpus = args.corpus or FUZZ_DIR / "corpus" / args.target
     work = args.work or FUZZ_DIR / ".work" / args.target
+    if args.minimize or args.minimize_child:
+        return minimize(args, work, extra)
     engine = args.engine
     if engine is None:
         try:

@@ -23,6 +23,8 @@ import hashlib
 import heapq
 import importlib
 import json
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -111,6 +113,28 @@ def cpu_time_ms(fn: Any, data: bytes, repeats: int = 5) -> float:
     return best
 
 
+def _provenance() -> dict[str, Any]:
+    """Which rmfproxy code is under test: HEAD, and the loaded modules that differ from it
+    (others edit the tree while long runs go)."""
+    files = sorted(
+        _rel(m.__file__)
+        for name, m in list(sys.modules.items())
+        if name.startswith("rmfproxy") and getattr(m, "__file__", None)
+    )
+    out: dict[str, Any] = {"files": files}
+    try:
+        git = ["git", "-C", str(REPO)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
+        dirty = subprocess.run(
+            [*git, "diff", "--name-only", "HEAD", "--", *files], capture_output=True
+        )
+        out["git_head"] = head.stdout.decode().strip()
+        out["modified_since_head"] = dirty.stdout.decode().split()
+    except OSError:
+        pass
+    return out
+
+
 class Runner:
     """Feeds inputs to one target and keeps the statistics of the run."""
 
@@ -128,6 +152,7 @@ class Runner:
         self._slowest: list[tuple[int, int, bytes]] = []  # min-heap (ns, serial, data)
         self._keep = keep_slowest
         self._over: list[bytes] = []  # inputs over the bound by wall clock, re-timed at the end
+        self.provenance = _provenance()
         self.started = time.monotonic()
         self.cpu_started = time.process_time()
 
@@ -197,6 +222,7 @@ class Runner:
             "slowest_wall_ms": round(slow[0][0], 3) if slow else None,
             "slowest_wall_len": len(slow[0][1]) if slow else None,
             "over_bound_wall": self.over_bound_wall,
+            "provenance": self.provenance,
             "findings": [
                 {k: v for k, v in asdict(f).items() if k not in ("data", "trace")}
                 | {"input_len": len(f.data)}

@@ -234,8 +234,8 @@ def auth_server_seeds() -> dict[str, bytes]:
     out["sha256-opaque"] = c.authorization(sha, "DESCRIBE", URL, cnonce="ff").encode()
     sess = type(ch)(ch.scheme, ch.realm, ch.nonce, None, "MD5-sess", ["auth"], False)
     out["md5-sess"] = c.authorization(sess, "DESCRIBE", URL, cnonce="abcdef").encode()
-    stale_nonce = server._nonce(int(auth_server.NOW) - 3600)
-    stale = type(ch)(ch.scheme, ch.realm, stale_nonce, None, "MD5", ["auth"], False)
+    old = parse_challenges([server.challenge(auth_server.NOW - 3600)])[0]
+    stale = type(ch)(ch.scheme, ch.realm, old.nonce, None, "MD5", ["auth"], False)
     out["stale"] = c.authorization(stale, "DESCRIBE", URL, cnonce="1").encode()
     out["basic"] = b"Basic YWRtaW46MTIzNDU="
     out["wrong-user"] = out["qop-auth"].replace(b'username="admin"', b'username="nobody"')

@@ -34,6 +34,8 @@ DICTIONARY = (
     b", ",
     b'\\"',
     b"\n",
+    "\u00b2".encode(),  # a digit to str.isdigit(), not to int()
+    "\u0663".encode(),  # ARABIC-INDIC THREE: a digit to both
 )
 
 

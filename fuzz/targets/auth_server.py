@@ -37,6 +37,8 @@ DICTIONARY = (
     b'cnonce="',
     b", ",
     b'\\"',
+    "\u00b2".encode(),  # a digit to str.isdigit(), not to int()
+    "\u0663".encode(),  # ARABIC-INDIC THREE: a digit to both
 )
 
 SERVER = DigestServer(REALM, SECRET)

@@ -53,6 +53,8 @@ DICTIONARY = (
     b"url=",
     b";seq=",
     b";rtptime=",
+    "\u00b2".encode(),  # a digit to str.isdigit(), not to int()
+    "\u0663".encode(),  # ARABIC-INDIC THREE: a digit to both
 )
 
 

@@ -34,6 +34,8 @@ DICTIONARY = (
     b"i=",
     b"rtsp://",
     b"trackID=",
+    "\u00b2".encode(),  # a digit to str.isdigit(), not to int()
+    "\u0663".encode(),  # ARABIC-INDIC THREE: a digit to both
 )
 
 
