@@ -220,7 +220,7 @@ def test_promtool_checks_rules_and_config() -> None:
     tool = promtool()
     proc = run(tool, "check", "rules", str(ALERTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "7 rules found" in proc.stdout
+    assert "8 rules found" in proc.stdout
     proc = run(tool, "check", "config", "--syntax-only", str(PROMETHEUS_YML))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Without --syntax-only promtool also loads the rule files the config names.
@@ -243,6 +243,7 @@ def test_promtool_unit_tests_of_the_alerts() -> None:
         "RmfproxySourceDown",
         "RmfproxySwitchStorm",
         "RmfproxySwitchGapAboveBudget",
+        "RmfproxyCameraNotDelivering",
     }
     assert required <= fired, required - fired
     assert required <= quiet, required - quiet
@@ -258,8 +259,10 @@ def test_alert_rules_are_complete() -> None:
         "RmfproxyClientsDroppedForSlowness",
         "RmfproxyEventLoopLag",
         "RmfproxyDown",
+        "RmfproxyCameraNotDelivering",
     }
     expected = {
+        "RmfproxyCameraNotDelivering": ("30s", "critical"),
         "RmfproxySourceDown": ("1m", "warning"),
         "RmfproxyCameraNoHealthySource": ("15s", "critical"),
         "RmfproxyClientsDroppedForSlowness": ("5m", "info"),

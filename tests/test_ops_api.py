@@ -131,11 +131,16 @@ async def test_readyz_waits_for_a_healthy_source_within_the_grace(
         await wait_for(lambda: not any(s.healthy(feed.clock()) for s in feed.slots))
         status, body = await get_json(http, proxy.api_url("/readyz"))
         assert status == 503
-        assert body == {"ready": False, "cameras_without_healthy_source": ["lobby"]}
+        assert body == {
+            "ready": False,
+            "cameras_without_healthy_source": ["lobby"],
+            "cameras_not_delivering": [],
+        }
         samples = await scrape(http, proxy)
         assert sample(samples, "rmfproxy_camera_healthy_sources", camera="lobby") == 0
         sim.recorders["r2"].freeze(False)
         await wait_for(lambda: any(s.healthy(feed.clock()) for s in feed.slots))
+        await wait_for(lambda: feed.delivering(feed.clock()))
         status, body = await get_json(http, proxy.api_url("/readyz"))
         assert status == 200
         samples = await scrape(http, proxy)

@@ -50,6 +50,13 @@ async def test_status_page_shows_every_camera_and_follows_a_failover() -> None:
                 ".every(i => i.naturalWidth > 0)",
                 15,
             )
+            # Both recorders relay the same pictures: observed, and shown on each chip.
+            await until(
+                browser,
+                "Array.from(document.querySelectorAll('.src'))"
+                ".every(c => c.dataset.merge === 'aligned')",
+                8,
+            )
             tiles = {t["camera"]: t for t in await browser.evaluate(TILES)}
             assert set(tiles) == set(CAMERAS)
             for tile in tiles.values():

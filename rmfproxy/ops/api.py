@@ -83,6 +83,8 @@ def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> di
                 "gop_bytes": slot.gop.bytes,
                 "gop_age_s": None if age is None else round(age, 3),
                 "last_loss_reasons": slot.lost_reasons[-5:],
+                "merge": slot.merge_state.value if feed.merger else None,
+                "access_units": feed.merger.stats(slot.index) if feed.merger else None,
                 "thumbnail": f"/api/v1/cameras/{cam}/sources/{slot.name}/thumbnail.jpg",
             }
         )
@@ -97,6 +99,8 @@ def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> di
         "mode": "auto" if feed.policy.manual is None else "manual",
         "manual_source": feed.source_name(feed.policy.manual),
         "healthy": any(s["healthy"] for s in sources),
+        "delivering": feed.delivering(now),
+        "output_stalls": feed.output_stalls,
         "clients": feed.clients,
         "no_healthy_source_seconds": round(feed.no_source_seconds, 3),
         "sources": sources,
@@ -217,15 +221,25 @@ class AdminApi:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready when every camera has a healthy source, or the grace period has passed."""
+        """Ready when every camera has a healthy source and delivers video, or the grace
+        period has passed."""
         down = [
             cam
             for cam, feed in self.proxy.feeds.items()
             if not any(s.healthy(feed.clock()) for s in feed.slots)
         ]
+        stalled = [
+            cam
+            for cam, feed in self.proxy.feeds.items()
+            if cam not in down and not feed.delivering(feed.clock())
+        ]
         waited = time.monotonic() - self.started
-        ready = not down or waited >= self.ready_grace
-        body = {"ready": ready, "cameras_without_healthy_source": down}
+        ready = not (down or stalled) or waited >= self.ready_grace
+        body = {
+            "ready": ready,
+            "cameras_without_healthy_source": down,
+            "cameras_not_delivering": stalled,
+        }
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:

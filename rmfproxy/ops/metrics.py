@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import rmfproxy
+from rmfproxy.relay.merge import MergeState
 
 if TYPE_CHECKING:
     from rmfproxy.relay.feed import Feed, SwitchRecord
@@ -45,6 +46,9 @@ DETECTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0,
 GAP_BUCKETS = (0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 4.0, 8.0)
 LAG_INTERVAL = 0.25
 """Seconds between event-loop lag probes."""
+
+
+_AU_OUTCOMES = (("sent", "sent"), ("copy", "copies"), ("broken", "broken"), ("late", "late"))
 
 
 class _FeedCollector(Collector):
@@ -136,6 +140,29 @@ class _FeedCollector(Collector):
             "1 while an operator has pinned the camera to a source.",
             labels=["camera"],
         )
+        merge = GaugeMetricFamily(
+            "rmfproxy_source_merge_state",
+            "1 for the source's observed merge state: aligned (same pictures as the outbound "
+            "stream, switching is instant), different (another encoding), unknown.",
+            labels=[*cs, "state"],
+        )
+        aus = CounterMetricFamily(
+            "rmfproxy_source_access_units",
+            "Access units of the source by outcome: sent (first copy), copy (another source's "
+            "went first), broken (a packet missing), late (the stream had gone past it).",
+            labels=[*cs, "outcome"],
+        )
+        delivering = GaugeMetricFamily(
+            "rmfproxy_camera_delivering",
+            "1 while the camera's outbound video flows (something sent within 2 s).",
+            labels=["camera"],
+        )
+        stalls = CounterMetricFamily(
+            "rmfproxy_camera_output_stalls",
+            "Times the outbound video stopped although the active source was healthy "
+            "(the stream was restarted at its next keyframe).",
+            labels=["camera"],
+        )
         for cam, feed in self.proxy.feeds.items():
             now = feed.clock()
             n_healthy = 0
@@ -154,6 +181,12 @@ class _FeedCollector(Collector):
                 bitrate.add_metric(lv, slot.bitrate / 8)
                 reconnects.add_metric(lv, slot.source.stats.reconnects if slot.source else 0)
                 gop.add_metric(lv, slot.gop.bytes)
+                if feed.merger is not None:
+                    for st in MergeState:
+                        merge.add_metric([*lv, st.value], 1.0 if slot.merge_state is st else 0.0)
+                    st_au = feed.merger.stats(slot.index)
+                    for outcome, key in _AU_OUTCOMES:
+                        aus.add_metric([*lv, outcome], st_au[key])
             clients.add_metric([cam], feed.clients)
             s, d = feed.fanout.client_packets() if feed.fanout else (0, 0)
             sent.add_metric([cam], s)
@@ -162,8 +195,11 @@ class _FeedCollector(Collector):
             healthy_n.add_metric([cam], n_healthy)
             incompatible.add_metric([cam], feed.incompatible_sources)
             manual.add_metric([cam], 1.0 if feed.policy.manual is not None else 0.0)
+            delivering.add_metric([cam], 1.0 if feed.delivering(now) else 0.0)
+            stalls.add_metric([cam], feed.output_stalls)
         yield from (up, healthy, active, pkts, octets, frames, lost, dropped, bitrate)
         yield from (reconnects, gop, clients, sent, slow, outage, healthy_n, incompatible, manual)
+        yield from (merge, aus, delivering, stalls)
 
 
 class ProxyMetrics:

@@ -37,6 +37,13 @@ function tileFor(cam) {
   return t;
 }
 
+const MERGE_MARK = { aligned: " =", different: " ≠", unknown: " ?" };
+const MERGE_TEXT = {
+  aligned: "same pictures as the stream: switching is instant",
+  different: "another encoding: switching waits for its keyframe",
+  unknown: "not matched yet",
+};
+
 function render(cam) {
   const t = tileFor(cam);
   const healthy = cam.sources.filter((s) => s.healthy).length;
@@ -49,10 +56,18 @@ function render(cam) {
     const chip = el("span", "src " + (s.healthy ? "healthy" : "unhealthy") + (s.active ? " is-active" : ""), s.name);
     chip.dataset.source = s.name;
     chip.title = s.healthy ? "healthy" : ("down" + (s.last_loss_reasons.length ? ": " + s.last_loss_reasons.at(-1) : ""));
+    if (s.merge) {
+      // Observed, not configured: does this source carry the same pictures as the stream?
+      chip.dataset.merge = s.merge;
+      chip.append(el("small", "merge merge-" + s.merge, MERGE_MARK[s.merge] || ""));
+      chip.title += " · " + (MERGE_TEXT[s.merge] || s.merge);
+    }
     return chip;
   }));
   const kbps = cam.sources.filter((s) => s.active).map((s) => Math.round(s.bitrate_bps / 1000));
-  t.meta.textContent = `${cam.clients} client(s)` + (kbps.length ? ` · ${kbps[0]} kbit/s` : "") +
+  t.root.classList.toggle("stalled", cam.delivering === false && healthy > 0);
+  t.meta.textContent = (cam.delivering === false && healthy > 0 ? "NO VIDEO OUT · " : "") +
+    `${cam.clients} client(s)` + (kbps.length ? ` · ${kbps[0]} kbit/s` : "") +
     ` · ${healthy}/${cam.sources.length} sources healthy`;
   t.switches.replaceChildren(...cam.switches.slice(0, 3).map((s) =>
     el("li", "switch", `${s.at.slice(11, 19)} ${s.direction} ${s.from || "-"} → ${s.to} (${s.reason}, gap ${Math.round(s.gap_ms)} ms)`)));
