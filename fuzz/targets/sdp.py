@@ -39,6 +39,20 @@ DICTIONARY = (
 )
 
 
+def timed(data: bytes) -> None:
+    """What the proxy does with a camera's SDP: parse, then each media section's control
+    and first format's rtpmap/fmtp (rmfproxy/relay/formats.py, upstream/source.py)."""
+    try:
+        sd = SessionDescription.parse(data.decode("utf-8", "replace"))
+    except ValueError:
+        return
+    for m in sd.media:
+        resolve_control(BASE, m.control)
+        if m.formats and m.formats[0].isascii() and m.formats[0].isdigit():
+            m.rtpmap(int(m.formats[0]))
+            m.fmtp(int(m.formats[0]))
+
+
 def test_one_input(data: bytes) -> None:
     """Parse, query every media section, serialize and parse again."""
     text = data.decode("utf-8", "replace")  # as rmfproxy/upstream/source.py decodes a body
