@@ -11,13 +11,20 @@ from dataclasses import dataclass, field
 
 def _port_pair(value: str, what: str) -> tuple[int, int]:
     a, sep, b = value.partition("-")
-    if not a.isdigit() or (sep and not b.isdigit()) or len(a) > 5 or len(b) > 5:
+    if not (a + b).isascii() or not a.isdigit() or (sep and not b.isdigit()):
+        raise ValueError(f"Transport {what} must be N or N-M, got {value[:20]!r}")
+    if len(a) > 5 or len(b) > 5:
         raise ValueError(f"Transport {what} must be N or N-M, got {value[:20]!r}")
     lo = int(a)
     hi = int(b) if sep else lo + 1
     limit = 255 if what == "interleaved" else 65535
     if lo > limit or hi > limit:
         raise ValueError(f"Transport {what} out of range: {value[:20]!r}")
+    # RTP and RTCP need two distinct channels/ports, RTCP the higher one
+    # (RFC 2326 §12.39; RFC 3550 §11). A server_port pair is only read, never used
+    # to send to, so a recorder that announces N-N is tolerated.
+    if hi < lo or (hi == lo and what != "server_port"):
+        raise ValueError(f"Transport {what} must be a rising pair, got {value[:20]!r}")
     return lo, hi
 
 

@@ -3,12 +3,31 @@
 Every request is answered synchronously: nothing here awaits, so a request is
 handled completely before the next byte is read, and a PLAY reply is written
 before the first media packet of that session.
+
+What a client cannot do to the proxy from here:
+
+- *Flood it with pipelined requests*: replies are flow-controlled. Once the
+  transport's unsent bytes pass a high-water mark (``ServeLimits.write_high_water``,
+  or the client buffer while an interleaved session plays) the connection stops
+  handling requests and stops reading (``pause_writing``); it goes on when the
+  client has read (``resume_writing``). The parser holds a bounded number of parsed
+  requests; the rest waits in the kernel, and the client's own sends block.
+- *Hold a connection forever*: a started request must arrive whole within
+  ``request_timeout``; a connection without a live session is closed after
+  ``idle_timeout`` (:mod:`rmfproxy.serve.deadlines`). Connections are counted per
+  address and in total (:mod:`rmfproxy.serve.limits`); past a limit the first
+  request gets 503 with Retry-After and the connection is closed.
+- *Flood the log*: refusals are logged once per client address per interval with a
+  count (``RtspServer.log_refusal``); failed logins may ban the address for a while.
+- *Crash the handler*: malformed input becomes a 4xx (a last-resort catch answers
+  400/500 and logs one line), never a traceback or a dropped connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -17,6 +36,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from rmfproxy.rtsp.auth import AuthFailure, NonceCounts
 from rmfproxy.rtsp.errors import ParseError
 from rmfproxy.rtsp.headers import (
     RtpInfo,
@@ -26,6 +46,7 @@ from rmfproxy.rtsp.headers import (
     parse_transports,
 )
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
+from rmfproxy.serve.deadlines import ConnectionDeadlines
 from rmfproxy.serve.session import ALLOWED, ClientSession, State, new_session_id
 from rmfproxy.serve.sink import ClientSink, TcpTrack, UdpTrack
 
@@ -48,17 +69,63 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
+_SESSIONLESS_PATH_OK = frozenset({"OPTIONS", "GET_PARAMETER", "SET_PARAMETER"})
+"""Methods that may name the server root instead of the session's camera (keepalives)."""
+
+
 def split_uri(uri: str) -> tuple[str, int | None]:
-    """``rtsp://h/cam/trackID=1`` -> ("cam", 1); ``rtsp://h/cam`` -> ("cam", None)."""
-    path = urlsplit(uri).path if "://" in uri else uri
+    """``rtsp://h/cam/trackID=1`` -> ("cam", 1); ``rtsp://h/cam`` -> ("cam", None).
+
+    A URI that does not parse (``rtsp://[::1/cam``) is a 400; one with a query or a
+    fragment names nothing this server serves (404): ``cam/trackID=0?x`` must not
+    set up track 0.
+    """
+    if "://" in uri:
+        try:
+            parts_ = urlsplit(uri)
+        except ValueError:
+            raise RequestError(400, "malformed request URI") from None
+        if parts_.query or parts_.fragment or "?" in uri or "#" in uri:
+            raise RequestError(404, "no such path (query or fragment)")
+        path = parts_.path
+    else:
+        if "?" in uri or "#" in uri:
+            raise RequestError(404, "no such path (query or fragment)")
+        path = uri
     parts = [p for p in path.split("/") if p]
     track: int | None = None
     if parts and parts[-1].startswith("trackID="):
         digits = parts.pop()[len("trackID=") :]
-        if not digits.isdigit() or len(digits) > 3:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 3:
             raise RequestError(404, "bad track id")
         track = int(digits)
     return "/".join(parts), track
+
+
+def _digest_uri_matcher(request_uri: str) -> Callable[[str], bool]:
+    """Which Digest ``uri`` values may stand for a request to ``request_uri``.
+
+    The request URI itself (FFmpeg sends the full URL of every request), or any URL
+    of the same camera's aggregate (live555 and VLC send the base URL, with or
+    without the trailing slash, for every request): never another camera or track.
+    """
+    try:
+        want: tuple[str, int | None] | None = split_uri(request_uri)
+    except RequestError:
+        want = None
+
+    def ok(uri: str) -> bool:
+        if uri == request_uri:
+            return True
+        if want is None or request_uri == "*":
+            return False
+        try:
+            path, track = split_uri(uri)
+        except RequestError:
+            return False
+        return path == want[0] and track in (None, want[1])
+
+    return ok
 
 
 class RtspConnection(asyncio.Protocol):
@@ -68,11 +135,27 @@ class RtspConnection(asyncio.Protocol):
         self.server = server
         self.id = next(_ids)
         self.transport: asyncio.Transport | None = None
-        self.parser = StreamParser(self._on_frame)
+        limits = server.limits
+        self.parser = StreamParser(self._on_frame, max_body_bytes=limits.max_body_bytes)
         self.peer = "?"
+        self.ip = "?"
         self.sessions: dict[str, ClientSession] = {}
         self._after_reply: Callable[[], None] | None = None
         self._user: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self.deadlines = ConnectionDeadlines(
+            limits.request_timeout, limits.idle_timeout, self._loop.time()
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._admitted = False
+        self.refused: str | None = None
+        """Why the connection limits refused this connection (it answers 503, closes)."""
+        self.write_paused = False
+        """The transport's unsent bytes are over the high-water mark: requests wait."""
+        self._high_water = limits.write_high_water
+        self._frames = 0
+        self._nonce_counts: NonceCounts | None = None
 
     # asyncio.Protocol ----------------------------------------------------
 
@@ -88,10 +171,25 @@ class RtspConnection(asyncio.Protocol):
             )
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.ip = str(peer[0]) if peer else "?"
+        self.transport.set_write_buffer_limits(high=self._high_water)
         self.server.connections.add(self)
+        self.refused = self.server.connection_limits.admit(self.ip)
+        self._admitted = self.refused is None
+        if self.refused is not None:
+            self.server.log_refusal(
+                "rtsp.connection_refused", self.ip, self.refused, reason=self.refused
+            )
+        self._arm_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._admitted:
+            self._admitted = False
+            self.server.connection_limits.release(self.ip)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for session in list(self.sessions.values()):
             if session.uses_tcp:
                 self.server.close_session(session, "connection-closed")
@@ -99,11 +197,50 @@ class RtspConnection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        self.parser.feed(data)
-        while (event := self.parser.next_event()) is not None:
+        try:
+            self.parser.feed(data)
+        except Exception as exc:  # last resort: the parser must not raise
+            self._internal_error("parse", exc)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._process()
+
+    def pause_writing(self) -> None:
+        # The client does not read what we write: stop reading what it sends.
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._process()
+
+    def _process(self) -> None:
+        """Handle queued requests until none is left or the client must read first."""
+        frames_before = self._frames
+        handled = 0
+        while not self.write_paused and self.transport is not None:
+            try:
+                event = self.parser.next_event()
+            except Exception as exc:  # last resort
+                self._internal_error("parse", exc)
+                self.transport.abort()
+                return
+            if event is None:
+                break
+            handled += 1
+            if self.refused is not None:
+                self._refuse_connection(event)
+                return
             if isinstance(event, ParseError):
-                log.info(
-                    "rtsp.bad_request", client=self.peer, status=event.status, reason=str(event)
+                self.server.log_refusal(
+                    "rtsp.bad_request",
+                    self.ip,
+                    str(event.status),
+                    client=self.peer,
+                    status=event.status,
+                    reason=str(event),
                 )
                 self._send(Response(event.status, headers=Headers()))
             elif isinstance(event, Request):
@@ -111,11 +248,110 @@ class RtspConnection(asyncio.Protocol):
                     continue  # simulated unresponsive server: read and ignore
                 self._handle(event)
             # Responses from a client (to nothing we sent) are ignored.
+        if self.transport is None:
+            return
+        if not self.write_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
+        self.deadlines.on_input(
+            self._loop.time(),
+            completed=handled + self._frames - frames_before,
+            partial=self.parser.buffered > 0 and not self.write_paused,
+        )
+        self._arm_timer()
 
     def _on_frame(self, channel: int, payload: bytearray) -> None:
         # Clients send RTCP receiver reports on the odd channels: a keepalive.
+        self._frames += 1
         for session in self.sessions.values():
             session.touch()
+
+    # limits ----------------------------------------------------------------
+
+    def has_session(self) -> bool:
+        """True while a session set up on this connection is open."""
+        for sid in [s.id for s in self.sessions.values() if s.state is State.CLOSED]:
+            del self.sessions[sid]
+        return bool(self.sessions)
+
+    def _arm_timer(self) -> None:
+        """Arm the one timer at the next deadline (after aioquic's get_timer)."""
+        if self.transport is None:
+            return
+        if self.refused is not None:
+            # A refused connection gets a short grace to send its first request.
+            at: float | None = self._loop.time() + min(self.server.limits.request_timeout, 2.0)
+            if self._timer is not None:
+                return
+        else:
+            at = self.deadlines.deadline(has_session=self.has_session())
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def rearm(self) -> None:
+        """Sessions changed elsewhere (expired, closed): the idle deadline may apply now."""
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        transport = self.transport
+        if transport is None:
+            return
+        if self.refused is not None:
+            transport.abort()
+            return
+        reason = self.deadlines.expired(self._loop.time(), has_session=self.has_session())
+        if reason is None:
+            self._arm_timer()
+            return
+        self.server.log_refusal(
+            "rtsp.connection_timeout", self.ip, reason.value, client=self.peer, reason=reason.value
+        )
+        if transport.get_write_buffer_size():
+            transport.abort()  # it does not read either: nothing to flush to
+        else:
+            transport.close()
+
+    def _refuse_connection(self, event: Request | Response | ParseError) -> None:
+        """The server is full: answer the first request 503 (with its CSeq) and close."""
+        assert self.transport is not None
+        headers = Headers()
+        if isinstance(event, Request) and (cseq := event.headers.get("CSeq")) is not None:
+            headers["CSeq"] = cseq
+        headers["Server"] = self.server.name
+        headers["Retry-After"] = str(self.server.limits.retry_after)
+        self._send(Response(503, headers=headers))
+        self.transport.close()
+
+    def _update_write_limits(self) -> None:
+        """While an interleaved session plays, replies share the client's media buffer."""
+        if self.transport is None:
+            return
+        playing = any(s.uses_tcp and s.state is State.PLAYING for s in self.sessions.values())
+        high = self.server.client_buffer_bytes if playing else self.server.limits.write_high_water
+        if high != self._high_water:
+            self._high_water = high
+            self.transport.set_write_buffer_limits(high=high, low=high // 2)
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        """One log line, no traceback for input errors; a bug keeps its traceback."""
+        input_error = isinstance(exc, (ValueError, UnicodeError))
+        self.server.log_refusal(
+            "rtsp.handler_error",
+            self.ip,
+            f"{where}:{type(exc).__name__}",
+            client=self.peer,
+            where=where,
+            error=type(exc).__name__,
+            reason=str(exc)[:120],
+            exc_info=None if input_error else exc,
+        )
 
     # requests --------------------------------------------------------------
 
@@ -141,17 +377,27 @@ class RtspConnection(asyncio.Protocol):
                 self._user = self._authorize(req, None if req.uri == "*" else split_uri(req.uri)[0])
             response: Response = handler(req, headers)
         except RequestError as err:
+            self._after_reply = None
             for k, v in err.headers.items():
                 headers[k] = v
-            log.info(
-                "rtsp.request_refused",
-                client=self.peer,
-                method=req.method,
-                status=err.status,
-                reason=err.why,
-            )
+            if err.status != 401:  # 401s are logged by _authorize
+                self.server.log_refusal(
+                    "rtsp.request_refused",
+                    self.ip,
+                    str(err.status),
+                    client=self.peer,
+                    method=req.method[:20],
+                    status=err.status,
+                    reason=err.why,
+                )
             response = Response(err.status, headers=headers)
+        except Exception as exc:  # last resort: answer, never drop the client
+            self._after_reply = None
+            self._internal_error(req.method[:20], exc)
+            status = 400 if isinstance(exc, (ValueError, UnicodeError)) else 500
+            response = Response(status, headers=headers)
         self._send(response)
+        self._update_write_limits()
         after, self._after_reply = self._after_reply, None
         if after is not None:
             after()
@@ -167,6 +413,14 @@ class RtspConnection(asyncio.Protocol):
         session = self.server.sessions.get(sid)
         if session is None:
             raise RequestError(454, "unknown session")
+        if req.uri != "*":
+            # A session is valid for its own camera's URIs only: PLAY on camera B with
+            # camera A's session is "Session Not Found" (RFC 2326 §11.3.8: the id is
+            # not valid for this resource), not a way to play A under B's rights. A
+            # keepalive may name the server root.
+            path = split_uri(req.uri)[0]
+            if path != session.path and (path or req.method not in _SESSIONLESS_PATH_OK):
+                raise RequestError(454, "session not found for this URI")
         if req.method not in ALLOWED or session.state not in ALLOWED[req.method]:
             allowed = sorted(s.value for s in ALLOWED.get(req.method, ()))
             raise RequestError(
@@ -183,15 +437,58 @@ class RtspConnection(asyncio.Protocol):
         access = self.server.access
         if access is None:
             return None
-        decision = access.check(req, path, time.time())
+        banned = self.server.auth_bans.banned_for(self.ip, self._loop.time())
+        if banned > 0:
+            raise RequestError(
+                503,
+                "address banned after failed authentications",
+                {"Retry-After": str(math.ceil(banned))},
+            )
+        if self._nonce_counts is None:
+            self._nonce_counts = access.new_counts()
+        decision = access.check(
+            req,
+            path,
+            time.time(),
+            binding=f"conn-{self.id}",
+            counts=self._nonce_counts,
+            uri_ok=_digest_uri_matcher(req.uri),
+        )
         if decision.status == 401:
             assert decision.challenge is not None
+            self._auth_refused(req, decision.failure)
             raise RequestError(
                 401, "authentication required", {"WWW-Authenticate": decision.challenge}
             )
+        self.server.auth_bans.succeeded(self.ip)
         if decision.status != 200:
             raise RequestError(decision.status, "camera not permitted for user")
         return decision.user
+
+    def _auth_refused(self, req: Request, failure: AuthFailure | None) -> None:
+        if failure is None:
+            # No credentials: the first step of every Digest login, not a failure.
+            self.server.log_refusal(
+                "rtsp.auth_challenge", self.ip, "challenge", level="debug", client=self.peer
+            )
+            return
+        self.server.log_refusal(
+            "rtsp.auth_failed",
+            self.ip,
+            "auth",
+            client=self.peer,
+            method=req.method[:20],
+            reason=failure.value,
+        )
+        if failure is not AuthFailure.STALE and self.server.auth_bans.failed(
+            self.ip, self._loop.time()
+        ):
+            log.warning(
+                "rtsp.auth_banned",
+                client=self.ip,
+                seconds=self.server.auth_bans.seconds,
+                failures=self.server.auth_bans.after,
+            )
 
     def _on_options(self, req: Request, headers: Headers) -> Response:
         self._session_for(req)
@@ -277,6 +574,7 @@ class RtspConnection(asyncio.Protocol):
     def _choose_transport(
         self, offers: list[TransportSpec], session: ClientSession | None, track: int
     ) -> tuple[TcpTrack | UdpTrack, TransportSpec]:
+        refused: list[str] = []
         for offer in offers:
             if offer.profile != "RTP/AVP" or not offer.unicast:
                 continue
@@ -300,6 +598,10 @@ class RtspConnection(asyncio.Protocol):
                 if offer.destination not in (None, host):
                     continue  # never send media to a third party
                 cp = offer.client_port
+                why = self._refuse_client_ports(host, cp)
+                if why is not None:
+                    refused.append(why)
+                    continue
                 reply = TransportSpec(
                     profile="RTP/AVP",
                     lower_transport="UDP",
@@ -308,11 +610,26 @@ class RtspConnection(asyncio.Protocol):
                     server_port=self.server.udp_ports,
                 )
                 return UdpTrack((host, cp[0]), (host, cp[1])), reply
+        if refused:
+            raise RequestError(461, "; ".join(refused))
         raise RequestError(
             461,
             "no supported transport offered (RTP/AVP unicast over "
             "TCP interleaved or UDP with client_port)",
         )
+
+    def _refuse_client_ports(self, host: str, ports: tuple[int, int]) -> str | None:
+        """Why media must not go to ``host``'s ``ports`` (None: they are fine).
+
+        Port 0 and the privileged ports are no RTP receiver's; on this very host, the
+        proxy's own ports (its client-facing pair, an upstream source's pair) would
+        loop media back into it, and its own RTCP would keep the session alive.
+        """
+        if min(ports) < 1024:
+            return f"client_port {ports[0]}-{ports[1]} below 1024"
+        if any(self.server.is_own_udp_port(host, p) for p in ports):
+            return f"client_port {ports[0]}-{ports[1]} is the proxy's own"
+        return None
 
     def _on_play(self, req: Request, headers: Headers) -> Response:
         session = self._session_for(req)

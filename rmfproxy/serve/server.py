@@ -11,11 +11,15 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
+from rmfproxy import localports
+from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.serve.access import AccessControl
 from rmfproxy.serve.connection import RtspConnection
+from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
 from rmfproxy.serve.session import ClientSession, State
 from rmfproxy.serve.stream import MediaStream
 
@@ -30,7 +34,9 @@ class _RtcpReceiver(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         session = self.server.udp_peers.get(addr[:2])
-        if session is not None:
+        if session is not None and not self.server.is_own_udp_port(addr[0], addr[1]):
+            # Only the client's RTCP keeps its session alive, never the proxy's own
+            # (a client that named the proxy's ports would otherwise never expire).
             session.touch()
 
 
@@ -48,6 +54,7 @@ class RtspServer:
         client_buffer_bytes: int = 4 << 20,
         udp_rtp_port: int = 0,
         name: str = "rmfproxy",
+        limits: ServeLimits | None = None,
     ) -> None:
         self.resolve = resolve
         self.host = host
@@ -63,8 +70,18 @@ class RtspServer:
         self.udp_rtp: asyncio.DatagramTransport | None = None
         self.udp_rtcp: asyncio.DatagramTransport | None = None
         self.udp_ports: tuple[int, int] | None = None
+        self.limits = limits or ServeLimits()
+        self.connection_limits = ConnectionLimits(
+            self.limits.max_connections, self.limits.max_connections_per_ip
+        )
+        self.auth_bans = AuthBans(self.limits.auth_ban_after, self.limits.auth_ban_seconds)
+        self.refusals: RateLimitedLog[tuple[str, str, str, str]] = RateLimitedLog(
+            self.limits.log_interval, max_keys=4096
+        )
+        """Refusals per (client address, event, detail, level): one line per interval."""
         self.fault_stall_rtsp = False
         """Simulator fault: read requests and never answer them."""
+        self._registered_ports: tuple[int, ...] = ()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -121,7 +138,42 @@ class RtspServer:
                 lambda: _RtcpReceiver(self), sock=rtcp_sock
             )
             self.udp_ports = (port, port + 1)
+            self._registered_ports = self.udp_ports
+            for p in self._registered_ports:
+                localports.register(p)
             return
+
+    def is_own_udp_port(self, host: str, port: int) -> bool:
+        """True if ``host``:``port`` is a UDP port of this process (see :mod:`localports`)."""
+        if not localports.is_local_address(host):
+            return False
+        if self.udp_ports is not None and port in self.udp_ports:
+            return True
+        return localports.is_own_port(port)
+
+    def log_refusal(
+        self,
+        event: str,
+        ip: str,
+        detail: str,
+        *,
+        level: str = "info",
+        exc_info: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        """Log a refusal once per client address, event and detail per interval, with
+        ``count``: the events since the last line (a summary follows from the reaper)."""
+        count = self.refusals.hit((ip, event, detail, level), time.monotonic())
+        if count is None:
+            return
+        fields.setdefault("client", ip)
+        if exc_info is not None:
+            fields["exc_info"] = exc_info
+        getattr(log, level)(event, count=count, **fields)
+
+    def _log_suppressed(self, now: float) -> None:
+        for (ip, event, detail, level), count in self.refusals.flush(now):
+            getattr(log, level)(event, client=ip, detail=detail, count=count, summary=True)
 
     async def _expire_sessions(self) -> None:
         while True:
@@ -130,6 +182,7 @@ class RtspServer:
             for session in list(self.sessions.values()):
                 if session.expired(now):
                     self.close_session(session, "session-timeout")
+            self._log_suppressed(now)
 
     def close_session(self, session: ClientSession, reason: str) -> None:
         """End a session: detach its sink and forget it (idempotent)."""
@@ -143,10 +196,12 @@ class RtspServer:
         for addr, s in list(self.udp_peers.items()):
             if s is session:
                 del self.udp_peers[addr]
-        if reason in ("client-stalled", "no-source"):
-            for conn in self.connections:
-                if conn.id == session.connection_id and conn.transport is not None:
+        for conn in self.connections:
+            if conn.id == session.connection_id and conn.transport is not None:
+                if reason in ("client-stalled", "no-source"):
                     conn.transport.abort()
+                else:
+                    conn.rearm()  # without a session, the idle timeout applies again
         log.info("rtsp.session_closed", camera=session.path, session=session.id[:6], reason=reason)
 
     def close_connections(self) -> None:
@@ -171,5 +226,8 @@ class RtspServer:
         for t in (self.udp_rtp, self.udp_rtcp):
             if t is not None:
                 t.close()
+        for p in self._registered_ports:
+            localports.unregister(p)
+        self._registered_ports = ()
         self.udp_rtp = self.udp_rtcp = None
         await asyncio.sleep(0)
