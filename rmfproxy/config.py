@@ -180,6 +180,18 @@ class RtspConfig(_Model):
     users: list[UserConfig] = Field(default_factory=list)
     client_buffer_bytes: int = Field(default=4 << 20, ge=64 << 10, le=256 << 20)
     udp_rtp_port: int = Field(default=0, ge=0, le=65534)
+    request_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a client's started request may take to arrive whole (then it is closed)."""
+    idle_timeout: float = Field(default=60.0, gt=0, le=86400)
+    """Seconds a client connection without a session may stay silent."""
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    """Client connections at once; past it a connection gets 503 with Retry-After."""
+    max_connections_per_ip: int = Field(default=256, ge=1, le=1_000_000)
+    """Client connections at once from one address (a VMS opens one per camera)."""
+    auth_ban_after: int = Field(default=0, ge=0, le=1_000_000)
+    """Failed authentications from one address that ban it for auth_ban_seconds (0 = off)."""
+    auth_ban_seconds: float = Field(default=300.0, gt=0, le=86400)
+    """How long a ban lasts (503 with Retry-After), and the window failures count in."""
 
 
 class ApiConfig(_Model):
