@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/switchover.py [--switches 10] [--faults kill,freeze,stall,restart]
 
-For each fault and each mode (``identical``: both recorders carry the same
-encoded access units; ``different``: the standby serves a differently encoded
-copy with a longer GOP), K failovers are forced on the active recorder while
-one FFmpeg client (PyAV) reads the proxy for the whole series. Per failover,
-from the client's own frame arrivals and the simulator's frame counters:
-the switch gap (longest interval between consecutive frames around the
-fault), frames lost and repeated; per series, decode errors and whether the
+For each fault and each mode (``identical``: both recorders carry the same encoded
+access units; ``different``: the standby serves a differently encoded copy with a longer
+GOP; ``restreamed``: two GStreamer re-streaming recorders (tests/peers/gst_restream.py,
+not this project's RTSP/RTP code) relay one simulated camera, each with its own arrival-
+derived timestamps, jitter and drift, parameter-set schedule, AUD/SEI and
+packetization), K failovers are forced on the active recorder while one FFmpeg client
+(PyAV) reads the proxy for the whole series. Per failover, from the client's own frame
+arrivals and the simulator's frame counters: the switch gap (longest interval between
+consecutive frames around the fault), frames lost and repeated; per series, decode
+errors and whether the
 client session survived. Prints JSON with p50/p99/max per fault and mode.
 The simulator, the proxy and the client share this process (the client in a
 thread); the numbers include that contention.
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -36,6 +41,9 @@ from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.recorder import SimRecorder
 from rmfproxy.sim.runner import SimCluster, SimSpec
+from tests.peers.restream import GstRecorder, restreamed
+
+Recorder = SimRecorder | GstRecorder
 
 FAULTS = ["kill", "freeze", "stall", "restart"]
 EXTRA_FAULTS = ["close"]
@@ -50,15 +58,33 @@ def pct(values: list[float], p: float) -> float:
     return v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))]
 
 
-async def break_(rec: SimRecorder, fault: str) -> None:
+async def break_(rec: Recorder, fault: str) -> None:
     # stall: media keeps flowing, the keepalive finds out; restart: gone for 2 s.
+    if isinstance(rec, GstRecorder):
+        # A real process: kill (crash, port gone), close (crash, back at once: mend),
+        # freeze (SIGSTOP), restart (a new process on the same port after 2 s).
+        if fault in ("kill", "close"):
+            rec.kill()
+        elif fault == "freeze":
+            rec.freeze()
+        elif fault == "restart":
+            asyncio.get_running_loop().create_task(rec.restart(2.0))
+        else:
+            raise SystemExit(f"fault {fault!r} is not available in restreamed mode")
+        return
     if fault == "restart":
         asyncio.get_running_loop().create_task(rec.apply("restart", 2.0))
     else:
         await rec.apply(fault)
 
 
-async def mend(rec: SimRecorder, fault: str) -> None:
+async def mend(rec: Recorder, fault: str) -> None:
+    if isinstance(rec, GstRecorder):
+        if fault == "freeze":
+            rec.resume()
+        elif fault in ("kill", "close"):
+            await rec.restart(0.0)
+        return
     if fault != "restart":
         rec.clear()
 
@@ -80,15 +106,29 @@ def per_switch(r: ProbeResult, t_fault: float, t_end: float) -> dict[str, float]
 async def series(
     fault: str, mode: str, switches: int, codec: str, settle: float = SETTLE
 ) -> dict[str, Any]:
+    restream = mode == "restreamed"
     spec = SimSpec(
-        recorders=[("r1", 0), ("r2", 0)],
+        recorders=[("camera", 0)] if restream else [("r1", 0), ("r2", 0)],
         cameras=["cam"],
         codec=codec,  # type: ignore[arg-type]
         seconds=4.0,
-        session_timeout=4,
+        # The sim recorders end a dead proxy's sessions fast; GStreamer's rtspsrc (the
+        # re-streamers' client of the camera) keeps a 4 s session alive too late.
+        session_timeout=60 if restream else 4,
         variants=["r2"] if mode == "different" else [],
     )
-    async with SimCluster(spec) as sim:
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(SimCluster(spec))
+        recorders: dict[str, Recorder]
+        if restream:
+            gst = await stack.enter_async_context(
+                restreamed(sim.url("camera", "cam"), codec)  # type: ignore[arg-type]
+            )
+            recorders = {"r1": gst["g1"], "r2": gst["g2"]}
+            urls = {"r1": gst.url("g1"), "r2": gst.url("g2")}
+        else:
+            recorders = dict(sim.recorders)
+            urls = {"r1": sim.url("r1", "cam"), "r2": sim.url("r2", "cam")}
         cfg = parse_config(
             {
                 "rtsp": {"listen": "127.0.0.1:0"},
@@ -98,8 +138,8 @@ async def series(
                     "cam": {
                         "failback_hold": 0.5,
                         "sources": [
-                            {"url": sim.url("r1", "cam"), "name": "r1"},
-                            {"url": sim.url("r2", "cam"), "name": "r2"},
+                            {"url": urls["r1"], "name": "r1"},
+                            {"url": urls["r2"], "name": "r2"},
                         ],
                     }
                 },
@@ -120,7 +160,7 @@ async def series(
             back: list[tuple[float, float, bool]] = []
             for _ in range(switches):
                 active = feed.source_name(feed.active) or "r1"
-                rec = sim.recorders[active]
+                rec = recorders[active]
                 before = feed.switch_count
                 t0 = time.monotonic()
                 await break_(rec, fault)
@@ -182,7 +222,7 @@ async def series(
 
 
 async def main(args: argparse.Namespace) -> None:
-    configure_logging("json", "error")
+    configure_logging("json", os.environ.get("BENCH_LOG", "error"))
     rows = []
     for fault in args.faults.split(","):
         for mode in args.modes.split(","):
@@ -213,6 +253,8 @@ if __name__ == "__main__":
         help="seconds after a fault and after its repair (a differently encoded standby "
         "needs more than its GOP)",
     )
-    ap.add_argument("--modes", default="identical,different")
+    ap.add_argument(
+        "--modes", default="identical,different", help="of identical, different, restreamed"
+    )
     ap.add_argument("--codec", default="h264", choices=["h264", "h265"])
     uvloop.run(main(ap.parse_args()))
