@@ -29,6 +29,11 @@ _WARN_WORDS = (
     "decode_slice",
     "no frame",
     "invalid",
+    # H.265/H.264 reference and parameter-set trouble (a delta frame first, mixed streams)
+    "could not find ref",
+    "duplicate poc",
+    "non-existing",
+    "slice type",
 )
 
 
@@ -37,6 +42,8 @@ class ProbeResult:
     """What one client saw."""
 
     frames_decoded: int = 0
+    first_frame_key: bool | None = None
+    """Whether the first decoded picture was a keyframe (None before any)."""
     decode_errors: int = 0
     packets: int = 0
     counters: list[int | None] = field(default_factory=list)
@@ -156,6 +163,8 @@ def _read(
                 result.frames_decoded += 1
                 if isinstance(frame, av.VideoFrame):
                     result.width, result.height = frame.width, frame.height
+                    if result.first_frame_key is None:
+                        result.first_frame_key = bool(frame.key_frame)
             if now > deadline or (stop is not None and stop.is_set()):
                 break
             if max_frames is not None and result.frames_decoded >= max_frames:
