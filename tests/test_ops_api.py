@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rmfproxy.config import parse_config
 from rmfproxy.relay.proxy import Proxy
-from rmfproxy.rtp import h264
+from rmfproxy.rtp import h264, h265, nal
+from rmfproxy.sim.camera import StreamStyle
 from tests.support import relay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
@@ -234,6 +235,33 @@ async def test_thumbnails_decode_and_unknown_sources_are_404(http: aiohttp.Clien
         assert proxy.api is not None and proxy.api.thumbnails.renders == renders
         async with http.get(proxy.api_url("/api/v1/cameras/lobby/sources/r9/thumbnail.jpg")) as r:
             assert r.status == 404
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+async def test_thumbnails_of_recorders_that_place_parameter_sets_their_own_way(
+    http: aiohttp.ClientSession, codec: str
+) -> None:
+    # r1 sends its parameter sets only in the SDP, r2 every 3 s in front of any frame (so a
+    # delta frame carries them too, without marker bits): each source's GOP still starts
+    # at a random-access slice and its thumbnail decodes.
+    styles = {"r1": StreamStyle(param_interval=0), "r2": StreamStyle(param_interval=3, aud=True)}
+    async with relay(codec, gop=25, styles=styles) as (_sim, proxy):  # type: ignore[arg-type]
+        feed = proxy.feeds["lobby"]
+        assert feed.merger is not None
+        fmt = feed.merger.fmt
+        await wait_for(lambda: all(s.gop.valid for s in feed.slots))
+        await asyncio.sleep(3.5)  # r2's parameter sets came in front of a delta frame by now
+        for slot in feed.slots:
+            first = slot.gop.packets[0][1]
+            payload = memoryview(first)[12:]
+            types = nal.starting_types(fmt, payload)
+            d = (h264 if codec == "h264" else h265).depacketizer()
+            nals = [n for _, p in slot.gop.packets[:40] for n in d.push(memoryview(p)[12:])]
+            slices = [fmt.nal_type(n) for n in nals if fmt.nal_type(n) in fmt.vcl_types]
+            assert slices[0] in fmt.irap_types, (slot.name, types, slices[:3])
+            url = proxy.api_url(f"/api/v1/cameras/lobby/sources/{slot.name}/thumbnail.jpg")
+            async with http.get(url) as r:
+                assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg", slot.name
 
 
 async def test_standby_keeps_its_current_gop_from_a_keyframe(http: aiohttp.ClientSession) -> None:

@@ -42,6 +42,7 @@ def keyframe_access_unit(feed: Feed, source: int) -> tuple[str, bytes] | None:
     name, make = codec
     depay: Depacketizer = make()
     nals: list[bytes] = []
+    first_ts: int | None = None
     for t, pkt in slot.gop.packets:
         if t != track:
             continue
@@ -49,10 +50,22 @@ def keyframe_access_unit(feed: Feed, source: int) -> tuple[str, bytes] | None:
             start, end = rtp.payload_span(pkt)
         except ValueError:
             continue
+        if first_ts is not None and rtp.timestamp(pkt) != first_ts and nals:
+            break  # the next AU began (a source without marker bits)
+        first_ts = rtp.timestamp(pkt) if first_ts is None else first_ts
         nals.extend(depay.push(memoryview(pkt)[start:end]))
         if pkt[1] & 0x80:  # marker: the access unit is complete
-            return name, to_annexb(nals)
-    return None
+            break
+    if not nals:
+        return None
+    if feed.merger is not None:
+        # A recorder that sends its parameter sets only in the SDP, or every few seconds:
+        # the keyframe decodes with the last ones it sent.
+        fmt = feed.merger.fmt
+        have = {fmt.nal_type(n) for n in nals if len(n) >= fmt.header_len}
+        params = feed.merger.parameter_sets(source)
+        nals = [params[p] for p in fmt.param_types if p not in have and p in params] + nals
+    return name, to_annexb(nals)
 
 
 def render_jpeg(codec: str, annexb: bytes, width: int = WIDTH) -> bytes:

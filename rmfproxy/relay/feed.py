@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from rmfproxy.relay.access_unit import AccessUnit
 from rmfproxy.relay.formats import (
     TrackFormat,
     client_sdp,
@@ -345,6 +346,7 @@ class Feed:
             nal_format = nal_formats.get(f.encoding)
             if nal_format is not None:
                 self.merger = Merger(nal_format, f.clock_rate, merge=self.hitless)
+                self.merger.on_au = self._on_source_au
 
     # health and switching ----------------------------------------------------
 
@@ -553,11 +555,13 @@ class Feed:
                     self.dropped_packets += 1
                     slot.packets_dropped += 1
                     return
-                key = tracker.push(memoryview(data)[offset:end], bool(data[1] & 0x80))
-                slot.gop.push(track, data, key, now)
                 if self.merger is not None:
+                    # The merger finds keyframes per AU (slice types) and feeds the source's
+                    # GOP buffer through _on_source_au.
                     self._merge(index, data, offset, end, now)
                     return
+                key = tracker.push(memoryview(data)[offset:end], bool(data[1] & 0x80))
+                slot.gop.push(track, data, key, now)
         else:
             if self.video_track is None:
                 slot.heartbeat.on_frame(now)
@@ -596,6 +600,16 @@ class Feed:
         for pkt, key in out:
             self.fanout.send_rtp(track, pkt, key)
         self._last_out = now
+
+    def _on_source_au(self, index: int, au: AccessUnit) -> None:
+        """Keep each source's current GOP (thumbnails, inspection), AU by AU: a keyframe is
+        an AU with a random-access slice, not merely one that carries parameter sets."""
+        gop = self.slots[index].gop
+        track = self.video_track
+        assert track is not None
+        now = self.clock()
+        for i, pkt in enumerate(au.packets):
+            gop.push(track, pkt, au.keyframe and i == 0, now)
 
     def _drain_merge_events(self) -> None:
         """Log each change of a source's merge state once."""

@@ -54,6 +54,7 @@ import enum
 import random
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rmfproxy.relay.access_unit import AccessUnit, AuAssembler
@@ -184,6 +185,9 @@ class Merger:
         self.params_inserted = 0
         """Keyframes sent with parameter sets the winning copy lacked."""
         self.leading_dropped = 0
+        self.on_au: Callable[[int, AccessUnit], None] | None = None
+        """Called with every complete AU of every source, before it is merged (the feed keeps
+        each source's current GOP with it). The packets are rewritten in place if sent."""
 
     # sources -------------------------------------------------------------------
 
@@ -223,6 +227,11 @@ class Merger:
         src = self._sources.get(index)
         return src is not None and src.anchor_pending
 
+    def parameter_sets(self, index: int) -> dict[int, bytes]:
+        """The last parameter sets the source sent (or its SDP announced), by NAL type."""
+        src = self._sources.get(index)
+        return {} if src is None else {**src.sdp_params, **src.params}
+
     def stats(self, index: int) -> dict[str, int]:
         """AU counters of one source."""
         src = self._sources.get(index)
@@ -258,6 +267,8 @@ class Merger:
             self._drop_ring(src)
             return
         src.last_au_at = now
+        if self.on_au is not None:
+            self.on_au(index, au)
         if src.anchor_pending and au.keyframe:
             self._restart(index, src, au, now, out)
             return
