@@ -296,3 +296,27 @@ def test_hostile_responses_are_refused_without_raising(response: str) -> None:
     )
     result = _verify(server, header, binding="c")
     assert result.user is None and result.failure is not None
+
+
+def test_status_code_of_non_ascii_digits_is_a_parse_error() -> None:
+    # fuzz/findings/rtsp_stream/status-code-unicode-digits.bin: feed() raised ValueError.
+    p = StreamParser(lambda c, d: None)
+    p.feed("RTSP/1.0 ²²² OK\r\n\r\n".encode())
+    ev = _first(p)
+    assert isinstance(ev, ParseError) and ev.status == 400
+
+
+def test_garbage_cut_by_a_read_stays_garbage() -> None:
+    # fuzz/findings/rtsp_stream/resync-depends-on-read-boundary.bin: the rest of a
+    # garbage line was taken as a line start when the read ended inside it.
+    data = b"\x01OPTIONS * RTSP/1.0\r\n\r\nOPTIONS * RTSP/1.0\r\nCSeq: 2\r\n\r\n"
+    results = []
+    for cut in range(1, len(data)):
+        p = StreamParser(lambda c, d: None)
+        p.feed(data[:cut])
+        p.feed(data[cut:])
+        events = []
+        while (ev := p.next_event()) is not None:
+            events.append(ev)
+        results.append([(type(e).__name__, getattr(e, "cseq", None)) for e in events])
+    assert all(r == [("Request", 2)] for r in results), results

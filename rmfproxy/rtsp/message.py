@@ -221,6 +221,8 @@ class StreamParser:
         self._events: deque[Event] = deque()
         self._skip_body = 0
         self._discarding_head = False
+        self._in_garbage = False
+        """Inside a garbage line that the previous read cut: skip on to its end."""
         self._scan_at = (-1, 0)
         """(message start, offset) where the search for the end of its head resumes."""
         self._head: tuple[int, Request | Response, int, int] | None = None
@@ -282,9 +284,12 @@ class StreamParser:
                 self._on_frame(buf[pos + 1], buf[pos + 4 : pos + 4 + length])
                 pos += 4 + length
                 continue
-            if not self._plausible_start(buf, pos, n):
+            if self._in_garbage or not self._plausible_start(buf, pos, n):
                 # Garbage: skip to the next '$' or line start that could begin a message.
-                nxt = self._resync(buf, pos + 1, n)
+                # A garbage line cut by the end of a read stays garbage in the next one:
+                # where TCP splits the stream must not change what is parsed.
+                nxt, found = self._resync(buf, pos if self._in_garbage else pos + 1, n)
+                self._in_garbage = not found
                 self.garbage_bytes += nxt - pos
                 pos = nxt
                 continue
@@ -329,14 +334,14 @@ class StreamParser:
         return bool(_TOKEN.match(token))
 
     @staticmethod
-    def _resync(buf: bytearray, start: int, n: int) -> int:
-        """The next '$' or the start of the next line (``find`` runs in C: garbage costs
-        little CPU per byte)."""
+    def _resync(buf: bytearray, start: int, n: int) -> tuple[int, bool]:
+        """The next '$' or the start of the next line, and whether one was found
+        (``find`` runs in C: garbage costs little CPU per byte)."""
         lf = buf.find(b"\n", start, n)
         dollar = buf.find(b"$", start, lf if lf >= 0 else n)
         if dollar >= 0:
-            return dollar
-        return lf + 1 if lf >= 0 else n
+            return dollar, True
+        return (lf + 1, True) if lf >= 0 else (n, False)
 
     def _message(self, buf: bytearray, pos: int, n: int) -> int:
         """Parse one message at ``pos``; returns bytes consumed (0 = need more)."""
@@ -427,7 +432,9 @@ class StreamParser:
     def _start_line(line: str) -> Request | Response:
         parts = line.split(" ", 2)
         if line.startswith("RTSP/"):
-            if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+            code = parts[1] if len(parts) > 1 else ""
+            # isdigit() alone accepts non-ASCII digits ('²') that int() refuses.
+            if not (code.isascii() and code.isdigit()) or len(code) != 3:
                 raise ParseError(f"malformed status line {line[:40]!r}")
             if parts[0] != "RTSP/1.0":
                 raise ParseError(f"unsupported version {parts[0][:12]!r}", 505)

@@ -57,6 +57,8 @@ log = structlog.get_logger(__name__)
 
 PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
 _ids = itertools.count(1)
+_BATCH = 64
+"""Requests handled per loop iteration and connection (fairness; see _process)."""
 
 
 class RequestError(Exception):
@@ -155,6 +157,7 @@ class RtspConnection(asyncio.Protocol):
         """The transport's unsent bytes are over the high-water mark: requests wait."""
         self._high_water = limits.write_high_water
         self._frames = 0
+        self._yielded = False
         self._nonce_counts: NonceCounts | None = None
 
     # asyncio.Protocol ----------------------------------------------------
@@ -166,9 +169,10 @@ class RtspConnection(asyncio.Protocol):
         if sock is not None:
             # Bound what the kernel queues for this client too, or a stalled client
             # could hide megabytes in an autotuned send buffer before the proxy notices.
-            sock.setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.client_buffer_bytes // 2
-            )
+            # Until an interleaved session plays, replies are all there is: a small
+            # buffer, so a client that sends without reading is paused after kilobytes
+            # of replies, not megabytes (raised in _update_write_limits).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._high_water)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.ip = str(peer[0]) if peer else "?"
@@ -217,10 +221,21 @@ class RtspConnection(asyncio.Protocol):
         self._process()
 
     def _process(self) -> None:
-        """Handle queued requests until none is left or the client must read first."""
+        """Handle queued requests until none is left or the client must read first.
+
+        At most ``_BATCH`` requests per call: a client that pipelines thousands (and
+        reads the replies) then waits for the next loop iteration, so other clients and
+        the media path are never held up for more than a batch.
+        """
+        self._yielded = False
         frames_before = self._frames
         handled = 0
         while not self.write_paused and self.transport is not None:
+            if handled >= _BATCH:
+                self._yielded = True
+                self.transport.pause_reading()
+                self._loop.call_soon(self._process)
+                break
             try:
                 event = self.parser.next_event()
             except Exception as exc:  # last resort
@@ -250,12 +265,13 @@ class RtspConnection(asyncio.Protocol):
             # Responses from a client (to nothing we sent) are ignored.
         if self.transport is None:
             return
-        if not self.write_paused and not self.transport.is_closing():
+        held = self.write_paused or self._yielded
+        if not held and not self.transport.is_closing():
             self.transport.resume_reading()
         self.deadlines.on_input(
             self._loop.time(),
             completed=handled + self._frames - frames_before,
-            partial=self.parser.buffered > 0 and not self.write_paused,
+            partial=self.parser.buffered > 0 and not held,
         )
         self._arm_timer()
 
@@ -338,6 +354,10 @@ class RtspConnection(asyncio.Protocol):
         if high != self._high_water:
             self._high_water = high
             self.transport.set_write_buffer_limits(high=high, low=high // 2)
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sndbuf = self.server.client_buffer_bytes // 2 if playing else high
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         """One log line, no traceback for input errors; a bug keeps its traceback."""
