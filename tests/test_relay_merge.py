@@ -303,3 +303,21 @@ def test_marker_less_source_ends_its_aus_at_the_next_timestamp() -> None:
         rtp.marker(p) == (i == len(out) - 1 or rtp.timestamp(out[i + 1]) != rtp.timestamp(p))
         for i, p in enumerate(out)
     )
+
+
+def test_anchoring_a_source_that_turns_out_identical_and_behind_repeats_nothing() -> None:
+    # B reconnected and has not matched yet when the policy wants it: the feed anchors it.
+    # B is 60 ms behind, so its next keyframe is one the stream already carried.
+    cam = h264_camera(60, seed=21)
+    a, b = Recorder(ssrc=1), Recorder(ssrc=2, seq=77)
+    m = merger()
+    out = []
+    for n, au in enumerate(cam):
+        out += push_all(m, 0, a.packets(n, au), n / FPS)
+        if n >= 15:
+            if n == 15:
+                m.reset_source(1)
+                m.anchor(1)
+            out += push_all(m, 1, b.packets(n, au), n / FPS + 0.06)
+    assert depacketized(h264.FORMAT, out) == cam
+    assert m.aligned(1) and not m.anchoring(1)

@@ -270,6 +270,13 @@ class Merger:
         if self.on_au is not None:
             self.on_au(index, au)
         if src.anchor_pending and au.keyframe:
+            found = self._find(src, au)
+            if found is not None:
+                # It carries the stream's pictures after all (it was only behind): a copy,
+                # not a restart. Sending this keyframe again would show a picture twice.
+                src.anchor_pending = False
+                self._locate(index, src, found, au)
+                return
             self._restart(index, src, au, now, out)
             return
         if src.located:
@@ -383,8 +390,10 @@ class Merger:
             src.offset = (src.offset + round(delta * OFFSET_GAIN)) & _M32
 
     def _locate(self, index: int, src: _Source, i: int, au: AccessUnit) -> None:
-        """The source's AU ``au`` is outbound AU ``i``: it knows where it is again."""
+        """The source's AU ``au`` is outbound AU ``i``: it knows where it is again (and a
+        restart waiting for its keyframe is not needed any more)."""
         src.located = True
+        src.anchor_pending = False
         if src.state is not MergeState.ALIGNED:
             src.state = MergeState.ALIGNED
             src.offset = None
