@@ -139,11 +139,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     configure_logging(cfg.log.format, cfg.log.level)
-    from rmfproxy.relay.proxy import Proxy
+    from rmfproxy.relay.proxy import ListenError, Proxy
 
     async def run(stop: asyncio.Event) -> int:
         proxy = Proxy(cfg)
-        await proxy.start()
+        try:
+            await proxy.start()
+        except ListenError as exc:
+            print(f"rmfproxy: {exc}", file=sys.stderr)
+            return 2
         try:
             await stop.wait()
         finally:

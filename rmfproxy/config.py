@@ -7,6 +7,7 @@ load time into :class:`Secret` values whose ``repr`` hides them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pydantic import (
 )
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_DIGITS = re.compile(r"^[0-9]+$")
 
 
 class ConfigError(ValueError):
@@ -47,16 +50,71 @@ class Secret:
         return "***"
 
 
+def check_host(host: str) -> None:
+    """A host as written in a listen address or URL; ``ValueError`` saying what is wrong.
+
+    An IPv4 literal must be a valid dotted quad (``999.1.1.1`` is refused rather than
+    resolved), an IPv6 literal must be in brackets (RFC 3986 §3.2.2), anything else must
+    be a host name (RFC 1123 §2.1: dot-separated labels of letters, digits and inner '-',
+    each at most 63 characters, 253 in all; the last label not all digits, RFC 3696 §2).
+    """
+    if host.startswith("["):
+        inner = host[1:-1] if host.endswith("]") else ""
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"host {host!r} is not a valid [IPv6] address") from None
+        return
+    if ":" in host:
+        raise ValueError(f"host {host!r}: an IPv6 address must be in brackets, e.g. [::1]")
+    labels = host.removesuffix(".").split(".")
+    if all(_DIGITS.match(label) for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"host {host!r} is not a valid IPv4 address (four numbers 0-255)"
+            ) from None
+        return
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"host {host!r} is not a valid host name (letters, digits and inner '-' in "
+            "dot-separated labels of at most 63 characters)"
+        )
+    if _DIGITS.match(labels[-1]):
+        raise ValueError(f"host {host!r}: the last label of a host name cannot be all digits")
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` as ``(host without brackets, port)``; the value must be valid."""
+    host, _, port = value.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host:
         raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8554")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
+    check_host(host)
     return value
 
 
 HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+def _rtp_port(value: int) -> int:
+    # RFC 3550 §11: RTP on an even port, RTCP on the next (odd) one; both must exist.
+    if value != 0 and (value % 2 or not 2 <= value <= 65534):
+        raise ValueError(
+            f"must be 0 (any free pair) or an even port from 2 to 65534 (RTP on it, RTCP on "
+            f"the next one, at most 65535), got {value}"
+        )
+    return value
+
+
+RtpPort = Annotated[int, AfterValidator(_rtp_port)]
 
 
 def _check_secret_fields(what: str, inline: object, env: str | None, file: Path | None) -> None:
@@ -120,6 +178,9 @@ class SourceConfig(_Credentials):
         parts = urlsplit(v)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
             raise ValueError("must be an rtsp:// URL with a host")
+        host = parts.netloc.rpartition("@")[2]
+        host = host[: host.index("]") + 1] if host.startswith("[") else host.partition(":")[0]
+        check_host(host)
         if parts.password:
             raise ValueError(
                 "URL carries a password: put the user in 'username' and the password "
@@ -179,7 +240,7 @@ class RtspConfig(_Model):
     realm: str = "rmfproxy"
     users: list[UserConfig] = Field(default_factory=list)
     client_buffer_bytes: int = Field(default=4 << 20, ge=64 << 10, le=256 << 20)
-    udp_rtp_port: int = Field(default=0, ge=0, le=65534)
+    udp_rtp_port: RtpPort = 0
     request_timeout: float = Field(default=10.0, gt=0, le=300)
     """Seconds a client's started request may take to arrive whole (then it is closed)."""
     idle_timeout: float = Field(default=60.0, gt=0, le=86400)
@@ -297,9 +358,105 @@ def parse_config(data: Any) -> Config:
         cfg.api.resolve_token()
     except ValueError as exc:
         problems.append(("api", str(exc)))
+    if cfg.api.enabled and _same_tcp_port(cfg.rtsp.listen, cfg.api.listen):
+        problems.append(
+            (
+                "api.listen",
+                f"{cfg.api.listen} takes the TCP port of rtsp.listen ({cfg.rtsp.listen}): "
+                "give the two listeners different ports",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _listen_hosts(host: str) -> set[str]:
+    """The addresses a listen host stands for; ``*`` for every address."""
+    host = host.lower().removesuffix(".")
+    if host in ("0.0.0.0", "::"):
+        # A wildcard takes the port on every local address; on Linux '::' is dual-stack,
+        # and '0.0.0.0' clashes with any IPv4 address (a name may resolve to one).
+        return {"*"}
+    if host == "localhost":
+        return {"127.0.0.1", "::1"}
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:
+        return {host}
+
+
+def _same_tcp_port(a: str, b: str) -> bool:
+    """Would listeners on ``a`` and ``b`` (both ``HOST:PORT``) collide on one TCP port?"""
+    host_a, port_a = split_host_port(a)
+    host_b, port_b = split_host_port(b)
+    if port_a != port_b or port_a == 0:  # port 0: each gets its own free port
+        return False
+    hosts_a, hosts_b = _listen_hosts(host_a), _listen_hosts(host_b)
+    return "*" in hosts_a or "*" in hosts_b or bool(hosts_a & hosts_b)
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML 1.2 §3.2.1.1).
+
+    PyYAML silently keeps the last of duplicated keys, so a camera pasted twice under
+    ``cameras`` would vanish; :class:`ConfigError` names the key path and both lines.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = _duplicate_keys(loader, node)
+        if duplicates:
+            raise ConfigError(duplicates)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(loader: yaml.SafeLoader, root: yaml.Node) -> list[tuple[str, str]]:
+    """``(key path, message)`` for every repeated key of every mapping, in file order."""
+    found: list[tuple[int, str, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    while stack:  # iterative: anchors may make the graph deep or even cyclic
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = _mapping_key(loader, key_node)
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    found.append(
+                        (
+                            line,
+                            _where((*path, key[1])),
+                            f"duplicate key at line {line} (first at line {first_line[key]}): "
+                            "YAML would silently keep only the last one",
+                        )
+                    )
+                else:
+                    first_line[key] = line
+                stack.append((value_node, (*path, key[1])))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+    return [(where, what) for _, where, what in sorted(found)]
+
+
+def _mapping_key(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[str, Any]:
+    """A comparable key: the constructed scalar (``1`` and ``"1"`` differ), else its node."""
+    if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:merge":
+        try:
+            value = loader.construct_object(node)
+            hash(value)
+        except (yaml.YAMLError, TypeError):
+            return node.tag, node.value
+        return type(value).__name__, value
+    return node.tag, f"<{type(node).__name__} at line {node.start_mark.line + 1}>"
 
 
 def load_config(path: str | Path) -> Config:
@@ -309,7 +466,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

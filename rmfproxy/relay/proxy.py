@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 
 import structlog
 
@@ -16,6 +18,16 @@ from rmfproxy.serve.server import RtspServer
 from rmfproxy.upstream.source import RtspSource
 
 log = structlog.get_logger(__name__)
+
+
+class ListenError(Exception):
+    """A configured listener cannot bind; the message names the configuration field."""
+
+    def __init__(self, field: str, address: str, why: str) -> None:
+        super().__init__(f"cannot listen on {address} ({field}): {why}")
+        self.field = field
+        self.address = address
+        self.why = why
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -89,13 +101,33 @@ class Proxy:
         self._lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start pulling every source and serving clients."""
-        for feed in self.feeds.values():
-            feed.start()
-        await self.server.start()
+        """Bind the listeners, then start pulling every source.
+
+        Raises :class:`ListenError` naming the configuration field when a listener cannot
+        bind (port in use, address not local...); nothing is left running then.
+        """
+        rtsp = self.config.rtsp
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise ListenError("rtsp.listen", rtsp.listen, _why(exc)) from None
+        if rtsp.udp_rtp_port and self.server.udp_ports is None:
+            # The server falls back to TCP-only; a fixed pair was asked for (a firewall
+            # rule, a NAT mapping), so serving without it would fail the clients quietly.
+            await self.server.close()
+            host, _ = _split_listen(rtsp.listen)
+            pair = f"{host}:{rtsp.udp_rtp_port}-{rtsp.udp_rtp_port + 1}/udp"
+            raise ListenError("rtsp.udp_rtp_port", pair, "port pair in use or not available")
         if self.api is not None:
             host, port = _split_listen(self.config.api.listen)
-            await self.api.start(host, port)
+            try:
+                await self.api.start(host, port)
+            except OSError as exc:
+                await self.api.stop()
+                await self.server.close()
+                raise ListenError("api.listen", self.config.api.listen, _why(exc)) from None
+        for feed in self.feeds.values():
+            feed.start()
         self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
         log.info(
             "proxy.started",
@@ -129,3 +161,14 @@ class Proxy:
             host = "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.api.port}{path}"
+
+
+def _why(exc: OSError) -> str:
+    """A short reason for a failed bind, e.g. 'Address already in use'."""
+    if isinstance(exc, socket.gaierror):  # its errno is an EAI_* code, not an errno
+        return exc.strerror or "cannot resolve the host"
+    if exc.errno:
+        # asyncio wraps the message ("error while attempting to bind on address ..."):
+        # the errno says the same in the words the operator knows.
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
