@@ -53,6 +53,19 @@ def payloads(data: bytes) -> list[tuple[bytes, bool]]:
     return out
 
 
+def timed(data: bytes) -> None:
+    """What the proxy does per packet: starting types, keyframe tracking, depacketizing."""
+    if not data:
+        return
+    fmt = h265.FORMAT if data[0] & 1 else h264.FORMAT
+    depacketizer = nal.Depacketizer(fmt)
+    tracker = nal.KeyframeTracker(fmt)
+    for payload, marker in payloads(data):
+        nal.starting_types(fmt, payload)
+        tracker.push(payload, marker)
+        depacketizer.push(payload)
+
+
 def test_one_input(data: bytes) -> None:
     """Depacketize, track keyframes and list starting types; re-packetize the NAL units."""
     if not data:
