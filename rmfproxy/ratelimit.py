@@ -12,6 +12,7 @@ the events suppressed in it:
   events (the summary line), opening a new window for each, and forgets idle keys.
 - :meth:`deadline` says when :meth:`flush` next has something to report, so the driver
   arms exactly one timer (as aioquic's ``get_timer()``) instead of polling.
+- :meth:`drain` hands over every suppressed count at shutdown.
 
 The class never reads the clock: callers pass ``now`` (any monotonic seconds). The number
 of keys is bounded; when full, the oldest key is forgotten and its suppressed events are
@@ -83,6 +84,12 @@ class RateLimitedLog(Generic[K]):
         for key in idle:
             del self._windows[key]
         return due
+
+    def drain(self) -> list[tuple[K, int]]:
+        """Every suppressed count, due or not (at shutdown), and forget every key."""
+        pending = [(k, w.suppressed) for k, w in self._windows.items() if w.suppressed]
+        self._windows.clear()
+        return pending
 
     def deadline(self) -> float | None:
         """When :meth:`flush` next returns a summary (``None``: nothing suppressed)."""

@@ -34,6 +34,15 @@ def test_keys_are_independent_and_idle_keys_are_forgotten() -> None:
     assert lim.hit("a", 2.1) == 1
 
 
+def test_drain_reports_everything_suppressed() -> None:
+    lim: RateLimitedLog[str] = RateLimitedLog(60.0)
+    lim.hit("a", 0.0)
+    lim.hit("a", 1.0)
+    lim.hit("b", 1.0)
+    assert lim.drain() == [("a", 1)]
+    assert len(lim) == 0 and lim.deadline() is None
+
+
 def test_key_count_is_bounded() -> None:
     lim: RateLimitedLog[int] = RateLimitedLog(60.0, max_keys=3)
     for k in range(3):

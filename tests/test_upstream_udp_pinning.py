@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import structlog
@@ -22,7 +23,8 @@ from rmfproxy.rtsp.message import Request, Response
 from rmfproxy.upstream.backoff import Backoff
 from rmfproxy.upstream.source import RtspSource
 from rmfproxy.upstream.udp_pin import UdpPin, Verdict
-from tests.test_upstream_source import FakeRecorder, Listener, running, serve, until
+from tests.test_upstream_source import FakeRecorder, Listener, running, until
+from tests.test_upstream_source import serve as serve_any_ports
 
 SSRC = 0xABCD
 QUIET = 0.15
@@ -31,6 +33,41 @@ QUIET = 0.15
 
 def video(seq: int, ssrc: int = SSRC, payload: bytes = b"\x65data") -> bytes:
     return rtp.build(96, seq, 9000 * seq, ssrc, payload)
+
+
+@contextlib.asynccontextmanager
+async def serve(rec: FakeRecorder) -> AsyncIterator[str]:
+    """The fake recorder with its media on an even/odd port pair (RFC 3550 §11), as real
+    recorders announce it in ``server_port``."""
+    loop = asyncio.get_running_loop()
+    async with serve_any_ports(rec) as url:
+        replaced = rec.udp_rtp, rec.udp_rtcp
+        for _ in range(64):
+            rtp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp_sock.bind(("127.0.0.1", 0))
+                port = rtp_sock.getsockname()[1]
+                if port % 2 or port == 65534:
+                    raise OSError("odd port")
+                rtcp_sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                rtp_sock.close()
+                rtcp_sock.close()
+                continue
+            break
+        else:
+            raise RuntimeError("no even/odd UDP port pair on 127.0.0.1 in 64 tries")
+        rec.udp_rtp, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, sock=rtp_sock
+        )
+        rec.udp_rtcp, _ = await loop.create_datagram_endpoint(
+            lambda: rec.udp_rtcp_peer, sock=rtcp_sock
+        )
+        for t in replaced:
+            if t is not None:
+                t.close()
+        yield url  # serve_any_ports closes the pair
 
 
 @contextlib.asynccontextmanager

@@ -5,11 +5,19 @@ Documented in ``rmfproxy/ops/static/openapi.yaml`` (served at
 a trusted address); mutating endpoints need ``Authorization: Bearer <token>``
 with the token from ``api.token_env`` or ``api.token_file``, and are disabled
 (403) when no token is configured.
+
+Hardening: a JSON body is read only up to :data:`MAX_JSON_BODY` bytes (413 beyond) and
+its nesting is measured by a linear scan before ``json.loads`` ever recurses (400 beyond
+:data:`MAX_JSON_DEPTH`); every error, 405 with its ``Allow`` included, is a JSON object;
+wrong tokens are logged once per client address per interval with their count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
+import re
 import time
 from datetime import UTC, datetime
 from importlib import resources
@@ -22,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rmfproxy.config import Secret
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.ops.thumbnail import Thumbnails
+from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.relay.feed import Feed, SwitchRecord
 from rmfproxy.upstream.url import redact
 
@@ -34,9 +43,66 @@ STATIC = resources.files("rmfproxy.ops") / "static"
 _STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 _STATIC_TYPES[".yaml"] = "application/yaml"
 
+MAX_JSON_BODY = 64 << 10
+"""Largest request body accepted (bytes); the switch body is a few dozen."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays/objects accepted in a JSON body."""
+AUTH_LOG_INTERVAL = 60.0
+"""Seconds between log lines about wrong tokens from one client address."""
+
+# A JSON string (RFC 8259 §7: a backslash always escapes the next character) or a bracket.
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# Response headers of an aiohttp HTTPException worth keeping in the JSON error.
+_KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
+
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def json_nesting_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in ``body``, counted without recursion.
+
+    Brackets inside strings do not count. ``json.loads`` recurses once per level (a few
+    thousand levels raise ``RecursionError``), so this runs first, in linear time.
+    """
+    depth = deepest = 0
+    for match in _STRING_OR_BRACKET.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+class _BodyError(Exception):
+    """The request body is refused with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The request's JSON body, bounded in size and depth; :class:`_BodyError` if not."""
+    too_large = f"the body must be at most {MAX_JSON_BODY} bytes"
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise _BodyError(413, too_large)
+    try:
+        raw = await request.read()  # also capped by the application's client_max_size
+    except web.HTTPRequestEntityTooLarge:
+        raise _BodyError(413, too_large) from None
+    if len(raw) > MAX_JSON_BODY:
+        raise _BodyError(413, too_large)
+    if json_nesting_depth(raw) > MAX_JSON_DEPTH:
+        raise _BodyError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _BodyError(400, "the body is not valid JSON") from None
 
 
 def _switch_json(rec: SwitchRecord) -> dict[str, Any]:
@@ -119,14 +185,17 @@ class AdminApi:
         token: Secret | None,
         ready_grace: float = 30.0,
         thumbnail_interval: float = 5.0,
+        auth_log_interval: float = AUTH_LOG_INTERVAL,
     ) -> None:
         self.proxy = proxy
         self.metrics = metrics
         self._token = token
+        self._auth_log: RateLimitedLog[str] = RateLimitedLog(auth_log_interval)
+        self._auth_timer: asyncio.TimerHandle | None = None
         self.ready_grace = ready_grace
         self.started = time.monotonic()
         self.thumbnails = Thumbnails(thumbnail_interval)
-        self.app = web.Application(middlewares=[self._errors])
+        self.app = web.Application(middlewares=[self._errors], client_max_size=MAX_JSON_BODY)
         r = self.app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -156,10 +225,15 @@ class AdminApi:
         log.info("api.listening", host=host, port=self.port, mutating=self._token is not None)
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (and log the wrong tokens not yet summed up)."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        for peer, count in self._auth_log.drain():
+            log.warning("api.unauthorized", peer=peer, count=count, summary=True)
 
     # helpers -----------------------------------------------------------------
 
@@ -170,8 +244,16 @@ class AdminApi:
             return response
         except web.HTTPException as exc:
             if exc.status >= 400 and exc.content_type != "application/json":
-                return _error(exc.status, exc.reason)
+                # Keep what the status needs: 405 must carry Allow (RFC 9110 §15.5.6).
+                kept = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
+                return _error(exc.status, exc.reason, **kept)
             raise
+        except _BodyError as exc:
+            return _error(exc.status, exc.message)
+        except Exception:
+            # A bug: the traceback goes to the log, the client gets a JSON 500.
+            log.exception("api.internal_error", path=request.path, method=request.method)
+            return _error(500, "internal error")
 
     def _feed(self, request: web.Request) -> tuple[str, Feed]:
         cam = request.match_info["camera"]
@@ -191,9 +273,31 @@ class AdminApi:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), self._token.value.encode()
         ):
-            log.warning("api.unauthorized", path=request.path, peer=request.remote)
+            self._unauthorized(request)
             return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
         return None
+
+    def _unauthorized(self, request: web.Request) -> None:
+        """Log a wrong token: one line per client address per interval, with the count."""
+        peer = request.remote or "unknown"
+        count = self._auth_log.hit(peer, time.monotonic())
+        if count is not None:
+            log.warning("api.unauthorized", peer=peer, path=request.path, count=count)
+        self._arm_auth_summary()
+
+    def _arm_auth_summary(self) -> None:
+        deadline = self._auth_log.deadline()
+        if deadline is None or self._auth_timer is not None:
+            return
+        delay = max(0.0, deadline - time.monotonic())
+        self._auth_timer = asyncio.get_running_loop().call_later(delay, self._auth_summary)
+
+    def _auth_summary(self) -> None:
+        """Timer: the summary lines of windows that ended with suppressed wrong tokens."""
+        self._auth_timer = None
+        for peer, count in self._auth_log.flush(time.monotonic()):
+            log.warning("api.unauthorized", peer=peer, count=count, summary=True)
+        self._arm_auth_summary()
 
     @staticmethod
     def static_file_bytes(name: str) -> bytes:
@@ -269,10 +373,7 @@ class AdminApi:
         if denied is not None:
             return denied
         cam, feed = self._feed(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, 'the body must be JSON: {"source": "<name>"} or {"source": null}')
+        body = await _json_body(request)  # _BodyError: 400/413 through _errors
         if not isinstance(body, dict) or "source" not in body:
             return _error(400, "the body must be an object with 'source' (a name, or null)")
         source = body["source"]
