@@ -20,10 +20,10 @@ def _port_pair(value: str, what: str) -> tuple[int, int]:
     limit = 255 if what == "interleaved" else 65535
     if lo > limit or hi > limit:
         raise ValueError(f"Transport {what} out of range: {value[:20]!r}")
-    # RTP and RTCP need two distinct channels/ports, RTCP the higher one
-    # (RFC 2326 §12.39; RFC 3550 §11). A server_port pair is only read, never used
-    # to send to, so a recorder that announces N-N is tolerated.
-    if hi < lo or (hi == lo and what != "server_port"):
+    # A client's RTP and RTCP need two distinct channels/ports, RTCP the higher one
+    # (RFC 2326 §12.39; RFC 3550 §11). A recorder's server_port is taken as announced:
+    # it may be any two ports (two sockets bound apart), which the upstream pins.
+    if what != "server_port" and hi <= lo:
         raise ValueError(f"Transport {what} must be a rising pair, got {value[:20]!r}")
     return lo, hi
 
