@@ -7,9 +7,12 @@ RTP/RTCP pair of the RTSP server, or a pair an upstream source bound to receive 
 recorder's media. Media sent there loops back into the proxy: it can pose as a
 recorder's RTP, or as RTCP that keeps a client session alive by itself.
 
-- :func:`register` / :func:`unregister`: whoever binds a UDP socket records its port
-  (the RTSP server its pair; an upstream source each pair it binds for a recorder).
-- :func:`is_own_port` answers from that registry (a dict lookup).
+- :class:`LocalPorts`: one per proxy, handed down by the composition root; whoever
+  binds a UDP socket registers its port (the RTSP server its pair; an upstream source
+  each pair it binds for a recorder) and unregisters it on close; ``is_own_port``
+  answers from it (a dict lookup). Not a process-wide table: a simulated recorder in
+  the same process (tests, the demo) is another server with ports of its own, and must
+  not refuse the proxy's sources as if they were its own.
 - :func:`is_local_address`: whether an address is one of this host's (a UDP socket can
   be bound to it), cached.
 
@@ -27,25 +30,33 @@ import ipaddress
 import socket
 from collections import Counter
 
-_registered: Counter[int] = Counter()
 
+class LocalPorts:
+    """The UDP ports one proxy bound (its server's pair, its sources' pairs).
 
-def register(port: int) -> None:
-    """Record that this process bound UDP ``port`` (call :func:`unregister` on close)."""
-    _registered[port] += 1
+    Owned by the composition root and handed to the server and to every source, so a
+    simulator or a second proxy in the same process keeps its own set.
+    """
 
+    __slots__ = ("_ports",)
 
-def unregister(port: int) -> None:
-    """Forget one :func:`register` of ``port``."""
-    if _registered[port] <= 1:
-        _registered.pop(port, None)
-    else:
-        _registered[port] -= 1
+    def __init__(self) -> None:
+        self._ports: Counter[int] = Counter()
 
+    def register(self, port: int) -> None:
+        """Record that ``port`` was bound (call :meth:`unregister` on close)."""
+        self._ports[port] += 1
 
-def is_own_port(port: int) -> bool:
-    """True if a UDP socket of the proxy is bound to ``port`` (as registered)."""
-    return port in _registered
+    def unregister(self, port: int) -> None:
+        """Forget one :meth:`register` of ``port``."""
+        if self._ports[port] <= 1:
+            self._ports.pop(port, None)
+        else:
+            self._ports[port] -= 1
+
+    def is_own_port(self, port: int) -> bool:
+        """True if a UDP socket of this proxy is bound to ``port`` (as registered)."""
+        return port in self._ports
 
 
 @functools.lru_cache(maxsize=256)

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import structlog
 
-from rmfproxy import localports
 from rmfproxy.rtsp.auth import Challenge, DigestClient, parse_challenges
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
@@ -248,7 +247,7 @@ async def test_udp_client_ports_that_are_not_the_clients_are_refused() -> None:
         up = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
         up[0].bind(("127.0.0.1", 0))
         up_port = up[0].getsockname()[1]
-        localports.register(up_port)
+        server.local_ports.register(up_port)
         try:
             own_rtp, own_rtcp = server.udp_ports
             cases = {
@@ -271,7 +270,7 @@ async def test_udp_client_ports_that_are_not_the_clients_are_refused() -> None:
                 status, _, _ = await rtsp_exchange(server.port, req("SETUP", url, 1, transport))
                 assert status == 400, (inter, status)
         finally:
-            localports.unregister(up_port)
+            server.local_ports.unregister(up_port)
             for s in up:
                 s.close()
 

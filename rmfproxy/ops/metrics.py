@@ -103,6 +103,12 @@ class _FeedCollector(Collector):
             "Connection attempts after the source's session was lost or failed.",
             labels=cs,
         )
+        rejected = CounterMetricFamily(
+            "rmfproxy_source_udp_rejected_packets",
+            "UDP datagrams on the source's ports from another address or port than the "
+            "recorder's (or RTCP BYE naming another SSRC), counted and dropped.",
+            labels=cs,
+        )
         gop = GaugeMetricFamily(
             "rmfproxy_source_gop_buffer_bytes",
             "Bytes of the source's current GOP kept in memory.",
@@ -181,6 +187,7 @@ class _FeedCollector(Collector):
                 bitrate.add_metric(lv, slot.bitrate / 8)
                 reconnects.add_metric(lv, slot.source.stats.reconnects if slot.source else 0)
                 gop.add_metric(lv, slot.gop.bytes)
+                rejected.add_metric(lv, slot.source.stats.rejected_packets if slot.source else 0)
                 if feed.merger is not None:
                     for st in MergeState:
                         merge.add_metric([*lv, st.value], 1.0 if slot.merge_state is st else 0.0)
@@ -199,7 +206,7 @@ class _FeedCollector(Collector):
             stalls.add_metric([cam], feed.output_stalls)
         yield from (up, healthy, active, pkts, octets, frames, lost, dropped, bitrate)
         yield from (reconnects, gop, clients, sent, slow, outage, healthy_n, incompatible, manual)
-        yield from (merge, aus, delivering, stalls)
+        yield from (merge, aus, delivering, stalls, rejected)
 
 
 class ProxyMetrics:

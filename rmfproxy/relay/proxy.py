@@ -9,11 +9,13 @@ import socket
 
 import structlog
 
-from rmfproxy.config import Config
+from rmfproxy.config import Config, split_host_port
+from rmfproxy.localports import LocalPorts
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.relay.feed import Feed, _Listener
 from rmfproxy.serve.access import AccessControl, User
+from rmfproxy.serve.limits import ServeLimits
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.upstream.source import RtspSource
 
@@ -30,16 +32,13 @@ class ListenError(Exception):
         self.why = why
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class Proxy:
     """Builds feeds and the client-facing server from a validated :class:`Config`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.local_ports = LocalPorts()
+        """Every UDP port this proxy binds (server and sources): never a client's port."""
         self.feeds: dict[str, Feed] = {}
         for cam_id, cam in config.cameras.items():
 
@@ -57,6 +56,7 @@ class Proxy:
                     username=src.username,
                     password=secret.value if secret else None,
                     name=f"{cam_id}/{name}",
+                    local_ports=self.local_ports,
                 )
 
             self.feeds[cam_id] = Feed(
@@ -78,7 +78,7 @@ class Proxy:
                 paths = None if u.cameras == "*" else frozenset(u.cameras)
                 users.append(User(u.name, secret.value, paths))
             access = AccessControl(users, config.rtsp.realm)
-        host, port = _split_listen(config.rtsp.listen)
+        host, port = split_host_port(config.rtsp.listen)
         self.server = RtspServer(
             self.feeds.get,
             host=host,
@@ -87,6 +87,15 @@ class Proxy:
             access=access,
             client_buffer_bytes=config.rtsp.client_buffer_bytes,
             udp_rtp_port=config.rtsp.udp_rtp_port,
+            limits=ServeLimits(
+                request_timeout=config.rtsp.request_timeout,
+                idle_timeout=config.rtsp.idle_timeout,
+                max_connections=config.rtsp.max_connections,
+                max_connections_per_ip=config.rtsp.max_connections_per_ip,
+                auth_ban_after=config.rtsp.auth_ban_after,
+                auth_ban_seconds=config.rtsp.auth_ban_seconds,
+            ),
+            local_ports=self.local_ports,
         )
         self.metrics = ProxyMetrics(self)
         self.api: AdminApi | None = None
@@ -115,11 +124,11 @@ class Proxy:
             # The server falls back to TCP-only; a fixed pair was asked for (a firewall
             # rule, a NAT mapping), so serving without it would fail the clients quietly.
             await self.server.close()
-            host, _ = _split_listen(rtsp.listen)
+            host, _ = split_host_port(rtsp.listen)
             pair = f"{host}:{rtsp.udp_rtp_port}-{rtsp.udp_rtp_port + 1}/udp"
             raise ListenError("rtsp.udp_rtp_port", pair, "port pair in use or not available")
         if self.api is not None:
-            host, port = _split_listen(self.config.api.listen)
+            host, port = split_host_port(self.config.api.listen)
             try:
                 await self.api.start(host, port)
             except OSError as exc:
@@ -156,7 +165,7 @@ class Proxy:
     def api_url(self, path: str = "/") -> str:
         """A URL on the admin listener."""
         assert self.api is not None, "the admin API is disabled"
-        host, _ = _split_listen(self.config.api.listen)
+        host, _ = split_host_port(self.config.api.listen)
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
         host = f"[{host}]" if ":" in host else host

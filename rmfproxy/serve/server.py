@@ -55,8 +55,11 @@ class RtspServer:
         udp_rtp_port: int = 0,
         name: str = "rmfproxy",
         limits: ServeLimits | None = None,
+        local_ports: localports.LocalPorts | None = None,
     ) -> None:
         self.resolve = resolve
+        self.local_ports = local_ports or localports.LocalPorts()
+        """UDP ports of this proxy no client may name (this server's pair included)."""
         self.host = host
         self.requested_port = port
         self.session_timeout = session_timeout
@@ -140,16 +143,16 @@ class RtspServer:
             self.udp_ports = (port, port + 1)
             self._registered_ports = self.udp_ports
             for p in self._registered_ports:
-                localports.register(p)
+                self.local_ports.register(p)
             return
 
     def is_own_udp_port(self, host: str, port: int) -> bool:
-        """True if ``host``:``port`` is a UDP port of this process (see :mod:`localports`)."""
+        """True if ``host``:``port`` is a UDP port of this proxy (see :mod:`localports`)."""
         if not localports.is_local_address(host):
             return False
         if self.udp_ports is not None and port in self.udp_ports:
             return True
-        return localports.is_own_port(port)
+        return self.local_ports.is_own_port(port)
 
     def log_refusal(
         self,
@@ -227,7 +230,7 @@ class RtspServer:
             if t is not None:
                 t.close()
         for p in self._registered_ports:
-            localports.unregister(p)
+            self.local_ports.unregister(p)
         self._registered_ports = ()
         self.udp_rtp = self.udp_rtcp = None
         await asyncio.sleep(0)

@@ -46,6 +46,7 @@ from urllib.parse import urljoin
 
 import structlog
 
+from rmfproxy import localports
 from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.rtp import rtcp
 from rmfproxy.rtsp.auth import Challenge, DigestClient, parse_challenges
@@ -208,8 +209,11 @@ class RtspSource:
         request_timeout: float = 5.0,
         backoff: Backoff | None = None,
         user_agent: str = "rmfproxy",
+        local_ports: localports.LocalPorts | None = None,
     ) -> None:
         clean, url_user, url_password = split_credentials(url)
+        self.local_ports = local_ports or localports.LocalPorts()
+        """Where the UDP ports it binds are registered (the proxy's, shared with its server)."""
         if transport not in ("tcp", "udp"):
             raise ValueError("transport must be 'tcp' or 'udp'")
         self.url = clean
@@ -233,6 +237,7 @@ class RtspSource:
         self._play_url: str | None = None
         self._channels: list[tuple[int, bool] | None] = [None] * 256
         self._udp: list[asyncio.DatagramTransport] = []
+        self._udp_ports: list[int] = []
         self._pins: list[UdpPin] = []
         self._rr_sinks: list[Callable[[bytes], None]] = []
         self._early: list[tuple[int, bool, bytearray]] | None = []
@@ -243,6 +248,11 @@ class RtspSource:
         self._task: asyncio.Task[Any] | None = None
         self._closing = False
         self._reject_log: RateLimitedLog[str] = RateLimitedLog(REJECT_LOG_INTERVAL)
+
+    @property
+    def udp_ports(self) -> tuple[int, ...]:
+        """The local UDP ports the current session receives on (empty over TCP)."""
+        return tuple(self._udp_ports)
 
     def __repr__(self) -> str:
         return f"RtspSource(name={self.name!r}, url={self.url!r}, transport={self.transport!r})"
@@ -449,6 +459,11 @@ class RtspSource:
             s2.close()
             raise
         self._udp.append(t2)
+        # The client-facing server refuses a client_port that is one of these: a client
+        # must never make the proxy send media into its own upstream ports.
+        self.local_ports.register(port)
+        self.local_ports.register(port + 1)
+        self._udp_ports += [port, port + 1]
         return (rtp_proto, rtcp_proto), (port, port + 1)
 
     # requests ----------------------------------------------------------------
@@ -638,6 +653,9 @@ class RtspSource:
         for t in self._udp:
             t.abort()
         self._udp = []
+        for p in self._udp_ports:
+            self.local_ports.unregister(p)
+        self._udp_ports = []
         self._pins = []
 
 
