@@ -187,7 +187,14 @@ def minimize(args: argparse.Namespace, work: Path, extra: list[str]) -> int:
         sources = [work / "corpus"]
         if args.corpus.resolve() != out.resolve():
             sources.append(args.corpus)
-        argv = [shlex.join(me), "-merge=1", f"-max_len={max_len}", str(out), *map(str, sources)]
+        argv = [
+            shlex.join(me),
+            "-merge=1",
+            "-use_counters=0",  # edges only: hit-count features would keep hundreds of files
+            f"-max_len={max_len}",
+            str(out),
+            *map(str, sources),
+        ]
     atheris.Setup(argv, runner.run_one)
     atheris.Fuzz()
     return 0
