@@ -1,0 +1,1 @@
+"""Archive continuity: which source covered which time (coverage journal), and what reads it."""
