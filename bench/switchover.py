@@ -11,10 +11,10 @@ packetization), K failovers are forced on the active recorder while one FFmpeg c
 (PyAV) reads the proxy for the whole series. Per failover, from the client's own frame
 arrivals and the simulator's frame counters: the switch gap (longest interval between
 consecutive frames around the fault), frames lost and repeated; per series, decode
-errors and whether the
-client session survived. Prints JSON with p50/p99/max per fault and mode.
-The simulator, the proxy and the client share this process (the client in a
-thread); the numbers include that contention.
+errors and whether the client session survived. Prints JSON with p50/p99/max per
+fault and mode. The simulator, the proxy and the client share this process (the
+client in a thread); the numbers include that contention (in restreamed mode the
+two recorders are processes of their own).
 """
 
 from __future__ import annotations
