@@ -1,4 +1,4 @@
-"""Command line: run, check, sim, fault, demo."""
+"""Command line: run, check, sim, fault, demo, coverage."""
 
 from __future__ import annotations
 
@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds (delay, restart) or fraction (drop, corrupt)",
     )
+
+    cov = sub.add_parser(
+        "coverage",
+        help="which recorder covered which time (reads the coverage journal; works while "
+        "the proxy runs)",
+    )
+    cov.add_argument("--config", required=True, help="YAML configuration file")
+    cov.add_argument("--camera", required=True, help="camera id")
+    cov.add_argument(
+        "--since",
+        default="1h",
+        help="start: a duration ago (90m, 1h, 2d) or an ISO 8601 time with timezone",
+    )
+    cov.add_argument("--until", default=None, help="end, same forms (default: now)")
+    cov.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
 
     demo = sub.add_parser("demo", help="simulated recorders, the proxy, and a URL to watch")
     demo.add_argument("--port", type=int, default=8554, help="proxy RTSP port")
@@ -139,13 +154,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     configure_logging(cfg.log.format, cfg.log.level)
+    from rmfproxy.archive.store import JournalError
     from rmfproxy.relay.proxy import ListenError, Proxy
 
     async def run(stop: asyncio.Event) -> int:
         proxy = Proxy(cfg)
         try:
             await proxy.start()
-        except ListenError as exc:
+        except (ListenError, JournalError) as exc:
             print(f"rmfproxy: {exc}", file=sys.stderr)
             return 2
         try:
@@ -192,6 +208,67 @@ def cmd_fault(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_coverage(args: argparse.Namespace) -> int:
+    """Print a camera's coverage report from the journal file (read-only)."""
+    import sqlite3
+    import time
+
+    from rmfproxy.archive.report import CoverageReport, parse_time
+    from rmfproxy.archive.store import JournalError, JournalStore
+    from rmfproxy.config import parse_duration
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    cam = cfg.cameras.get(args.camera)
+    if cam is None:
+        print(f"rmfproxy: no camera {args.camera!r} in {args.config}", file=sys.stderr)
+        return 1
+    if cfg.archive.journal is None:
+        print(f"rmfproxy: archive.journal is not configured in {args.config}", file=sys.stderr)
+        return 1
+    now = time.time()
+
+    def when(option: str, value: str) -> float:
+        try:
+            return now - parse_duration(value)
+        except ValueError:
+            pass
+        try:
+            return parse_time(value)
+        except ValueError:
+            raise ValueError(
+                f"{option} {value!r}: give a duration ago (90m, 1h, 2d) or an ISO 8601 time "
+                "with timezone (2026-11-26T09:00:00Z)"
+            ) from None
+
+    try:
+        start = when("--since", args.since)
+        end = now if args.until is None else when("--until", args.until)
+    except ValueError as exc:
+        print(f"rmfproxy: {exc}", file=sys.stderr)
+        return 1
+    if end <= start:
+        print("rmfproxy: --until must be later than --since", file=sys.stderr)
+        return 1
+    try:
+        store = JournalStore.open(cfg.archive.journal, readonly=True)
+        try:
+            stored = store.intervals(args.camera, start, end)
+        finally:
+            store.close()
+    except (JournalError, sqlite3.Error) as exc:
+        print(f"rmfproxy: {exc}", file=sys.stderr)
+        return 1
+    names = [cam.source_name(i) for i in range(len(cam.sources))]
+    per = {n: stored.get(n, []) for n in names} | stored
+    report = CoverageReport.build(args.camera, start, end, per)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated recorders plus the proxy in one process."""
     configure_logging("console", "warning")
@@ -215,5 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         "sim": cmd_sim,
         "fault": cmd_fault,
         "demo": cmd_demo,
+        "coverage": cmd_coverage,
     }
     return handlers[args.command](args)

@@ -291,12 +291,68 @@ class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like ``90``, ``90s``, ``15m``, ``1h``, ``30d``, ``2w``.
+
+    ``ValueError`` with a message for anything else (negative, empty, unknown unit).
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 30d, 12h, 90m or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip().lower())):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError(
+            f"must be a duration like 30d, 12h, 90m or a number of seconds, got {value!r}"
+        )
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+class ArchiveConfig(_Model):
+    """Archive continuity: the coverage journal (which source covered which time)."""
+
+    journal: Path | None = None
+    """SQLite file of the coverage journal, e.g. /var/lib/rmfproxy/coverage.sqlite
+    (None: no journal, the coverage API answers 503)."""
+    retention: float = 30 * 86400.0
+    """How long coverage history is kept: seconds, or 30d / 12h / 90m / 2w style."""
+    heartbeat: float = Field(default=5.0, ge=1, le=60)
+    """Seconds between writes of an open interval's end: what a crash can over-claim."""
+    export_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    """Longest span one recording export may cover (seconds)."""
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: object) -> float:
+        seconds = parse_duration(v)
+        if not 60 <= seconds <= 10 * 366 * 86400:
+            raise ValueError(f"must be from 1 minute to 10 years, got {v!r}")
+        return seconds
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_path(cls, v: Path | None) -> Path | None:
+        if v is not None and (not str(v).strip() or v.is_dir()):
+            raise ValueError(
+                f"must be a file path, e.g. /var/lib/rmfproxy/coverage.sqlite, got {v}"
+            )
+        return v
+
+
 class Config(_Model):
     """The whole rmfproxy configuration file."""
 
     rtsp: RtspConfig = Field(default_factory=RtspConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     cameras: dict[str, CameraConfig] = Field(min_length=1)
 
     @field_validator("cameras")
@@ -358,6 +414,11 @@ def parse_config(data: Any) -> Config:
         cfg.api.resolve_token()
     except ValueError as exc:
         problems.append(("api", str(exc)))
+    journal = cfg.archive.journal
+    if journal is not None and not journal.parent.is_dir():
+        problems.append(
+            ("archive.journal", f"directory {journal.parent} does not exist (create it first)")
+        )
     if cfg.api.enabled and _same_tcp_port(cfg.rtsp.listen, cfg.api.listen):
         problems.append(
             (

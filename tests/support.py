@@ -19,15 +19,20 @@ async def relay(
     rtsp: dict[str, Any] | None = None,
     camera: dict[str, Any] | None = None,
     api: dict[str, Any] | None = None,
+    archive: dict[str, Any] | None = None,
     **spec: Any,
 ) -> AsyncIterator[tuple[SimCluster, Proxy]]:
-    """Two simulated recorders serving ``cameras`` and a proxy relaying them (r1 primary)."""
+    """Two simulated recorders serving ``cameras`` and a proxy relaying them (r1 primary).
+
+    ``archive`` is the config's ``archive`` section (e.g. ``{"journal": tmp_path / "j"}``).
+    """
     sim_spec = SimSpec(recorders=[("r1", 0), ("r2", 0)], cameras=list(cameras), codec=codec, **spec)
     async with SimCluster(sim_spec) as sim:
         cfg = parse_config(
             {
                 "rtsp": {"listen": "127.0.0.1:0", **(rtsp or {})},
                 "api": {"listen": "127.0.0.1:0", **(api or {})},
+                "archive": archive or {},
                 "cameras": {
                     cam: {
                         "sources": [

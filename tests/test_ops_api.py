@@ -314,8 +314,14 @@ async def test_metrics_pass_promtool_lint(http: aiohttp.ClientSession) -> None:
     assert len(names) > 20
 
 
-async def test_every_exported_metric_is_documented(http: aiohttp.ClientSession) -> None:
-    async with relay("h264") as (_sim, proxy):
+async def test_every_exported_metric_is_documented(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # With the coverage journal configured, so that its metrics are exported too.
+    async with relay("h264", archive={"journal": str(tmp_path / "coverage.sqlite")}) as (
+        _sim,
+        proxy,
+    ):
         samples = await scrape(http, proxy)
     families = {
         re.sub(r"_(bucket|count|sum)$", "", name)

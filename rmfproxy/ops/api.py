@@ -27,6 +27,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rmfproxy.archive.report import CoverageReport, parse_time
 from rmfproxy.config import Secret
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.ops.thumbnail import Thumbnails
@@ -49,6 +50,8 @@ MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays/objects accepted in a JSON body."""
 AUTH_LOG_INTERVAL = 60.0
 """Seconds between log lines about wrong tokens from one client address."""
+COVERAGE_DEFAULT_WINDOW = 3600.0
+"""Seconds before ``end`` (default now) that a coverage query starts by default."""
 
 # A JSON string (RFC 8259 §7: a backslash always escapes the next character) or a bracket.
 _STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -204,6 +207,7 @@ class AdminApi:
         r.add_get("/api/v1/cameras/{camera}", self.camera)
         r.add_post("/api/v1/cameras/{camera}/switch", self.switch)
         r.add_get("/api/v1/cameras/{camera}/sources/{source}/thumbnail.jpg", self.thumbnail)
+        r.add_get("/api/v1/cameras/{camera}/coverage", self.coverage)
         r.add_get("/api/v1/openapi.yaml", self.static_file("openapi.yaml"))
         r.add_get("/", self.static_file("status.html"))
         r.add_get("/status.js", self.static_file("status.js"))
@@ -400,3 +404,26 @@ class AdminApi:
             return _error(503, "no picture from this source yet", **{"Retry-After": "2"})
         cache = f"max-age={max(1, int(self.thumbnails.interval))}"
         return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": cache})
+
+    async def coverage(self, request: web.Request) -> web.Response:
+        """Which source covered which part of ``[start, end)`` (default: the last hour)."""
+        cam, _ = self._feed(request)
+        journal = self.proxy.journal
+        if journal is None:
+            return _error(503, "no coverage journal: configure archive.journal")
+        times: dict[str, float] = {}
+        for param in ("start", "end"):
+            value = request.query.get(param)
+            if value is None:
+                continue
+            try:
+                times[param] = parse_time(value)
+            except ValueError as exc:
+                return _error(400, f"parameter {param!r}: {exc}")
+        end = times.get("end", time.time())
+        start = times.get("start", end - COVERAGE_DEFAULT_WINDOW)
+        if end <= start:
+            return _error(400, "parameter 'end' must be later than 'start'")
+        per_source = await journal.intervals(cam, start, end)
+        report = CoverageReport.build(cam, start, end, per_source)
+        return web.json_response(report.to_json())

@@ -209,6 +209,34 @@ class _FeedCollector(Collector):
         yield from (merge, aus, delivering, stalls, rejected)
 
 
+class _ArchiveCollector(Collector):
+    """Reads the coverage journal's cached summary at scrape time (never SQLite)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        uncovered = GaugeMetricFamily(
+            "rmfproxy_camera_archive_uncovered_seconds",
+            "Seconds of the retention window (since the journal first watched the camera) "
+            "that no source covered; recomputed every 10 s.",
+            labels=["camera"],
+        )
+        ratio = GaugeMetricFamily(
+            "rmfproxy_source_archive_coverage_ratio",
+            "Fraction of the last hour the source delivered healthy video (coverage "
+            "journal); recomputed every 10 s.",
+            labels=["camera", "source"],
+        )
+        journal = self.proxy.journal
+        for cam, summary in (journal.summary if journal is not None else {}).items():
+            uncovered.add_metric([cam], summary.uncovered_seconds)
+            for source, r in summary.ratios.items():
+                ratio.add_metric([cam, source], r)
+        yield uncovered
+        yield ratio
+
+
 class ProxyMetrics:
     """The registry of one proxy, fed by its feeds; serve it with :meth:`exposition`."""
 
@@ -258,6 +286,7 @@ class ProxyMetrics:
             registry=r,
         )
         r.register(_FeedCollector(proxy))
+        r.register(_ArchiveCollector(proxy))
         for cam, feed in proxy.feeds.items():
             # Histograms exported from zero so that the first switch shows in increase().
             self.detection.labels(cam)

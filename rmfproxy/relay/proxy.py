@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Iterator
 
 import structlog
 
+from rmfproxy.archive.runner import CoverageJournal
+from rmfproxy.archive.store import JournalError
 from rmfproxy.config import Config, split_host_port
 from rmfproxy.localports import LocalPorts
 from rmfproxy.ops.api import AdminApi
@@ -97,6 +100,16 @@ class Proxy:
             ),
             local_ports=self.local_ports,
         )
+        self.journal: CoverageJournal | None = None
+        """The coverage journal (``archive.journal``), or None when not configured."""
+        if config.archive.journal is not None:
+            self.journal = CoverageJournal(
+                config.archive.journal,
+                cameras={cam: [s.name for s in feed.slots] for cam, feed in self.feeds.items()},
+                sample=self._health_samples,
+                retention=config.archive.retention,
+                heartbeat=config.archive.heartbeat,
+            )
         self.metrics = ProxyMetrics(self)
         self.api: AdminApi | None = None
         if config.api.enabled:
@@ -110,10 +123,11 @@ class Proxy:
         self._lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind the listeners, then start pulling every source.
+        """Bind the listeners, open the coverage journal, then start pulling every source.
 
         Raises :class:`ListenError` naming the configuration field when a listener cannot
-        bind (port in use, address not local...); nothing is left running then.
+        bind (port in use, address not local...), :class:`JournalError` when the journal
+        file cannot be used; nothing is left running then.
         """
         rtsp = self.config.rtsp
         try:
@@ -135,6 +149,14 @@ class Proxy:
                 await self.api.stop()
                 await self.server.close()
                 raise ListenError("api.listen", self.config.api.listen, _why(exc)) from None
+        if self.journal is not None:
+            try:
+                await self.journal.start()
+            except JournalError:
+                if self.api is not None:
+                    await self.api.stop()
+                await self.server.close()
+                raise
         for feed in self.feeds.values():
             feed.start()
         self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
@@ -146,7 +168,10 @@ class Proxy:
         )
 
     async def stop(self) -> None:
-        """Stop serving, then stop every feed."""
+        """Close the journal's open intervals, stop serving, then stop every feed."""
+        if self.journal is not None:
+            # First: the intervals end at the last sample taken while the sources ran.
+            await self.journal.stop()
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -157,6 +182,13 @@ class Proxy:
         for feed in self.feeds.values():
             await feed.stop()
         log.info("proxy.stopped")
+
+    def _health_samples(self) -> Iterator[tuple[str, str, bool]]:
+        """``(camera, source, healthy)`` of every source now (the journal samples this)."""
+        for cam, feed in self.feeds.items():
+            now = feed.clock()
+            for slot in feed.slots:
+                yield cam, slot.name, slot.healthy(now)
 
     def url(self, camera: str) -> str:
         """The client URL of a camera."""
