@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 
@@ -65,3 +66,27 @@ def test_rtp_time_for_sender_reports() -> None:
     p = pkt(1, 0, 9)
     rw.rewrite(p, 100.0)
     assert rw.rtp_time_at(101.0) == (fields(p)[1] + 8000) & 0xFFFFFFFF
+
+
+def test_a_timestamp_or_sequence_jump_is_a_discontinuity_not_a_jump_for_clients() -> None:
+    # A recorder restarts without a reconnect (or a forged packet comes in): its numbering
+    # jumps. Clients must see sequence +1 and time advancing by the wall clock.
+    rw = Rewriter(8000, random.Random(3))
+    out = []
+    now = 0.0
+    seq, ts = 10, 1000
+    for i in range(30):
+        if i == 10:
+            ts += 0x7000_0000  # far future
+        if i == 20:
+            seq += 20000  # far ahead
+        p = pkt(seq, ts, 0x2222)
+        rw.rewrite(p, now)
+        out.append(fields(p))
+        seq, ts, now = seq + 1, ts + 160, now + 0.02
+    seqs = [s for s, _, _ in out]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    stamps = [t for _, t, _ in out]
+    steps = [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)]
+    assert all(0 < d <= 2 * 160 for d in steps), steps
+    assert rw.jumps == 2

@@ -6,7 +6,12 @@ upstream changes (a reconnect brings a new SSRC and new bases, or a switch to
 another source), :meth:`Rewriter.reanchor` picks offsets so that the next
 packet continues the client's sequence at +1 and its timestamp advances by
 the wall-clock time elapsed since the last one: the client sees one stream.
-Gaps inside one upstream session are kept, so a client sees real loss.
+Gaps inside one upstream session are kept, so a client sees real loss. A jump
+beyond any loss (sequence more than ``MAX_SEQ_JUMP`` ahead or any way back by more
+than ``MAX_MISORDER``, timestamp more than ``MAX_TS_JUMP`` seconds away from the
+wall-clock expectation: a recorder restart without reconnect, a clock step, a
+forged packet) is a discontinuity of that upstream: the rewriter re-anchors on it
+as on a switch, instead of passing a jump to every client.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ from __future__ import annotations
 import random
 import struct
 
-from rmfproxy.rtp.seqnum import seq_add, ts_add
+from rmfproxy.rtp.seqnum import seq_add, seq_diff, ts_add, ts_diff
 
 _SEQ_TS_SSRC = struct.Struct(">HII")
+MAX_SEQ_JUMP = 3000
+MAX_MISORDER = 100
+"""RFC 3550 §A.1 bounds: a larger sequence jump is not packet loss or reordering."""
+MAX_TS_JUMP = 5.0
+"""Seconds a timestamp may stray from the wall-clock expectation before it is a jump."""
 
 
 class Rewriter:
@@ -24,10 +34,13 @@ class Rewriter:
 
     __slots__ = (
         "_anchor_pending",
+        "_last_in_seq",
+        "_last_in_ts",
         "_last_out_arrival",
         "_seq_off",
         "_ts_off",
         "clock_rate",
+        "jumps",
         "last_out_seq",
         "last_out_ts",
         "octets",
@@ -50,6 +63,10 @@ class Rewriter:
         self.upstream_ssrc: int | None = None
         self.packets = 0
         self.octets = 0
+        self._last_in_seq = 0
+        self._last_in_ts = 0
+        self.jumps = 0
+        """Upstream discontinuities re-anchored (sequence or timestamp jumps)."""
 
     def reanchor(self) -> None:
         """The next packet starts a new upstream stream: continue seq +1 and ts by wall time."""
@@ -60,6 +77,10 @@ class Rewriter:
         in_seq, in_ts, in_ssrc = _SEQ_TS_SSRC.unpack_from(packet, 2)
         if self._anchor_pending or in_ssrc != self.upstream_ssrc:
             self._anchor(in_seq, in_ts, in_ssrc, now)
+        elif self._jumped(in_seq, in_ts, now):
+            self.jumps += 1
+            self._anchor(in_seq, in_ts, in_ssrc, now)
+        self._last_in_seq, self._last_in_ts = in_seq, in_ts
         out_seq = (in_seq + self._seq_off) & 0xFFFF
         out_ts = (in_ts + self._ts_off) & 0xFFFFFFFF
         _SEQ_TS_SSRC.pack_into(packet, 2, out_seq, out_ts, self.ssrc)
@@ -69,6 +90,16 @@ class Rewriter:
             self._last_out_arrival = now
         self.packets += 1
         self.octets += len(packet) - 12
+
+    def _jumped(self, in_seq: int, in_ts: int, now: float) -> bool:
+        d_seq = seq_diff(in_seq, self._last_in_seq)
+        if d_seq > MAX_SEQ_JUMP or d_seq < -MAX_MISORDER:
+            return True
+        if self._last_out_arrival is None:
+            return False
+        expected = (now - self._last_out_arrival) * self.clock_rate
+        d_ts = ts_diff(in_ts, self._last_in_ts)
+        return abs(d_ts - expected) > MAX_TS_JUMP * self.clock_rate
 
     def _anchor(self, in_seq: int, in_ts: int, in_ssrc: int, now: float) -> None:
         next_seq = seq_add(self.last_out_seq, 1)
