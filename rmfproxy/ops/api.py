@@ -28,6 +28,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rmfproxy.archive.report import CoverageReport, parse_time
+from rmfproxy.archive.store import JournalError
 from rmfproxy.config import Secret
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.ops.thumbnail import Thumbnails
@@ -424,6 +425,9 @@ class AdminApi:
         start = times.get("start", end - COVERAGE_DEFAULT_WINDOW)
         if end <= start:
             return _error(400, "parameter 'end' must be later than 'start'")
-        per_source = await journal.intervals(cam, start, end)
+        try:
+            per_source = await journal.intervals(cam, start, end)
+        except JournalError as exc:  # stopping, or the file became unusable
+            return _error(503, f"the coverage journal cannot answer: {exc}")
         report = CoverageReport.build(cam, start, end, per_source)
         return web.json_response(report.to_json())
