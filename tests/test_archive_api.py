@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -164,3 +165,24 @@ def test_archive_errors_name_the_field(section: dict[str, Any], field: str, mess
     with pytest.raises(ConfigError) as err:
         archive(section)
     assert [(f, m) for f, m in err.value.problems if f == field and message in m], err.value
+
+
+def test_cli_errors_name_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rmfproxy.cli import main
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(json.dumps({"cameras": CAMERAS}))
+    journaled = tmp_path / "journaled.yaml"
+    journaled.write_text(
+        json.dumps({"cameras": CAMERAS, "archive": {"journal": str(tmp_path / "j.sqlite")}})
+    )
+    cases = [
+        (plain, "lobby", "1h", "archive.journal is not configured"),
+        (journaled, "nope", "1h", "no camera 'nope'"),
+        (journaled, "lobby", "last tuesday", "--since 'last tuesday'"),
+        (journaled, "lobby", "1h", "no coverage journal at"),  # not written yet
+    ]
+    for config, camera, since, message in cases:
+        argv = ["coverage", "--config", str(config), "--camera", camera, "--since", since]
+        assert main(argv) == 1
+        assert message in capsys.readouterr().err
