@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Literal
 
 from rmfproxy.config import parse_config
@@ -84,11 +86,22 @@ async def demo_proxy(
         seconds=8.0,
         serves={**LAYOUT, REDUNDANT: cameras},
     )
+    with tempfile.TemporaryDirectory(prefix="rmfproxy-demo-") as tmp:
+        async with _cluster(spec, port, api_port, log_format, Path(tmp)) as pair:
+            yield pair
+
+
+@contextlib.asynccontextmanager
+async def _cluster(
+    spec: SimSpec, port: int, api_port: int, log_format: str, tmp: Path
+) -> AsyncIterator[tuple[SimCluster, Proxy]]:
     async with SimCluster(spec) as sim:
         cfg = parse_config(
             {
                 "rtsp": {"listen": f"127.0.0.1:{port}"},
                 "api": {"listen": f"127.0.0.1:{api_port}"},
+                # Which recorder covered which minutes: the status page draws it.
+                "archive": {"journal": str(tmp / "coverage.sqlite")},
                 "log": {"format": log_format, "level": "warning"},
                 "cameras": {
                     cam: {
