@@ -89,7 +89,7 @@ def run_mutate(args: argparse.Namespace, work: Path) -> int:
     module = load_target(args.target)
     runner = Runner(args.target, module)
     corpus = load_corpus(args.corpus)
-    mutate.run(runner, corpus, args.runs, args.seed)
+    mutate.run(runner, corpus, args.runs, args.seed, args.max_len)
     retimed = runner.retime()
     stats = runner.stats(retimed) | {"engine": "mutate", "seed": args.seed}
     runner.save(work, stats)
