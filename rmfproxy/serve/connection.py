@@ -47,8 +47,17 @@ from rmfproxy.rtsp.headers import (
 )
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.serve.deadlines import ConnectionDeadlines
+from rmfproxy.serve.replay import (
+    REPLAY_TAG,
+    ReplayRangeError,
+    ReplayRequest,
+    ReplayStream,
+    ReplayUnsupported,
+    requires,
+)
 from rmfproxy.serve.session import ALLOWED, ClientSession, State, new_session_id
 from rmfproxy.serve.sink import ClientSink, TcpTrack, UdpTrack
+from rmfproxy.serve.stream import MediaStream
 
 if TYPE_CHECKING:
     from rmfproxy.serve.server import RtspServer
@@ -155,6 +164,9 @@ class RtspConnection(asyncio.Protocol):
         """Why the connection limits refused this connection (it answers 503, closes)."""
         self.write_paused = False
         """The transport's unsent bytes are over the high-water mark: requests wait."""
+        self.writable = asyncio.Event()
+        """Set while not write_paused: replay sessions wait on it (TCP back-pressure)."""
+        self.writable.set()
         self._high_water = limits.write_high_water
         self._frames = 0
         self._yielded = False
@@ -213,11 +225,13 @@ class RtspConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client does not read what we write: stop reading what it sends.
         self.write_paused = True
+        self.writable.clear()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.writable.set()
         self._process()
 
     def _process(self) -> None:
@@ -391,6 +405,7 @@ class RtspConnection(asyncio.Protocol):
             handler = getattr(self, "_on_" + req.method.lower(), None)
             if handler is None or req.method not in PUBLIC.split(", "):
                 raise RequestError(501, f"method {req.method} not implemented", {"Allow": PUBLIC})
+            self._check_require(req)
             if req.method != "OPTIONS":
                 # Every method but OPTIONS needs credentials (RFC 2326 §10.1 allows
                 # OPTIONS at any time; clients probe with it before authenticating).
@@ -510,6 +525,34 @@ class RtspConnection(asyncio.Protocol):
                 failures=self.server.auth_bans.after,
             )
 
+    def _check_require(self, req: Request) -> None:
+        """551 + Unsupported for any Require option tag this server lacks (RFC 2326
+        §12.32); ``onvif-replay`` is known only with a replay provider."""
+        tags = requires(req.headers)
+        missing = [t for t in tags if t != REPLAY_TAG or self.server.replay is None]
+        if missing:
+            raise RequestError(551, "option not supported", {"Unsupported": ", ".join(missing)})
+
+    def _replay_camera(self, req: Request, path: str) -> str | None:
+        """The camera a replay request is for; None for a live request."""
+        if REPLAY_TAG in requires(req.headers):
+            return path
+        prefix = self.server.replay_prefix
+        if prefix and self.server.replay is not None and path.startswith(prefix):
+            # GStreamer 1.22 rtspsrc with onvif-mode=true sends no "Require: onvif-replay"
+            # (only Range: clock= and Rate-Control on PLAY): it can replay only from a
+            # URL that says "replay" itself, as NVRs' own playback URLs do.
+            return path[len(prefix) :]
+        return None
+
+    def _replay_stream(self, path: str) -> ReplayStream:
+        """A replay session's own media source (Require: onvif-replay)."""
+        assert self.server.replay is not None  # _check_require answered 551 otherwise
+        source = self.server.replay.open(path)
+        if source is None:
+            raise RequestError(404, "no such camera")
+        return ReplayStream(source, self.writable, path=path)
+
     def _on_options(self, req: Request, headers: Headers) -> Response:
         self._session_for(req)
         headers["Public"] = PUBLIC
@@ -527,10 +570,17 @@ class RtspConnection(asyncio.Protocol):
 
     def _on_describe(self, req: Request, headers: Headers) -> Response:
         path, track = split_uri(req.uri)
-        stream = self.server.resolve(path)
-        if stream is None or track is not None:
-            raise RequestError(404, "no such camera")
-        sdp = stream.sdp()
+        camera = self._replay_camera(req, path)
+        if camera is not None:
+            assert self.server.replay is not None
+            sdp = self.server.replay.describe(camera)
+            if sdp is None or track is not None:
+                raise RequestError(404, "no such camera")
+        else:
+            stream = self.server.resolve(path)
+            if stream is None or track is not None:
+                raise RequestError(404, "no such camera")
+            sdp = stream.sdp()
         if sdp is None:
             raise RequestError(503, "camera has no source yet", {"Retry-After": "1"})
         base = req.uri.rstrip("/") + "/"
@@ -541,7 +591,11 @@ class RtspConnection(asyncio.Protocol):
     def _on_setup(self, req: Request, headers: Headers) -> Response:
         path, track = split_uri(req.uri)
         user = self._user
-        stream = self.server.resolve(path)
+        camera = self._replay_camera(req, path)
+        replay = camera is not None
+        stream: MediaStream | None = None if camera is None else self._replay_stream(camera)
+        if stream is None:
+            stream = self.server.resolve(path)
         if stream is None:
             raise RequestError(404, "no such camera")
         sdp = stream.sdp()
@@ -556,6 +610,8 @@ class RtspConnection(asyncio.Protocol):
         session = self._session_for(req)
         if session is not None and session.path != path:
             raise RequestError(459, "session belongs to another camera")
+        if session is not None and replay != isinstance(session.stream, ReplayStream):
+            raise RequestError(459, "a session is either live or replay")
         value = req.headers.get("Transport")
         if value is None:
             raise RequestError(461, "missing Transport header")
@@ -584,7 +640,7 @@ class RtspConnection(asyncio.Protocol):
         self.sessions[session.id] = session
         dest, reply = chosen
         session.tracks[track] = dest
-        reply.ssrc = stream.ssrc(track)
+        reply.ssrc = session.stream.ssrc(track)
         if isinstance(dest, UdpTrack):
             self.server.udp_peers[dest.rtcp_addr] = session
         headers["Transport"] = reply.serialize()
@@ -655,6 +711,13 @@ class RtspConnection(asyncio.Protocol):
         session = self._session_for(req)
         if session is None:
             raise RequestError(454, "PLAY needs a session")
+        replay = session.stream if isinstance(session.stream, ReplayStream) else None
+        if replay is not None:
+            if session.state is State.PLAYING and session.sink is not None:
+                session.stream.detach(session.sink)  # PLAY while playing: a seek
+                session.sink = None
+                session.state = State.READY
+            range_value = self._seek(replay, req, session.uses_tcp)
         if session.state is State.PLAYING:
             headers["Session"] = SessionHeader(session.id, session.timeout).serialize()
             headers["Range"] = "npt=now-"
@@ -677,7 +740,11 @@ class RtspConnection(asyncio.Protocol):
             if t in starts
         ]
         headers["Session"] = SessionHeader(session.id, session.timeout).serialize()
-        headers["Range"] = "npt=now-"
+        headers["Range"] = "npt=now-" if replay is None else range_value
+        if replay is not None:
+            # A replay starts on a clean point and waits for the client to read:
+            # nothing to skip, even with old data still in the buffer after a seek.
+            sink.skipping = False
         if infos:
             headers["RTP-Info"] = format_rtp_info(infos)
         session.sink = sink
@@ -698,6 +765,19 @@ class RtspConnection(asyncio.Protocol):
             transport="tcp" if session.uses_tcp else "udp",
         )
         return Response(200, headers=headers)
+
+    def _seek(self, replay: ReplayStream, req: Request, over_tcp: bool) -> str:
+        """Position a replay session for this PLAY; the reply's Range value."""
+        try:
+            request = ReplayRequest.from_headers(req.headers)
+            start = replay.seek(request, over_tcp=over_tcp)
+        except ReplayUnsupported as exc:
+            raise RequestError(551, str(exc)) from None
+        except ReplayRangeError as exc:
+            raise RequestError(457, str(exc)) from None
+        except ValueError as exc:
+            raise RequestError(400, str(exc)) from None
+        return start.range_header()
 
     def _on_pause(self, req: Request, headers: Headers) -> Response:
         session = self._session_for(req)

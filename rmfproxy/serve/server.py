@@ -20,6 +20,7 @@ from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.serve.access import AccessControl
 from rmfproxy.serve.connection import RtspConnection
 from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
+from rmfproxy.serve.replay import ReplayProvider
 from rmfproxy.serve.session import ClientSession, State
 from rmfproxy.serve.stream import MediaStream
 
@@ -56,8 +57,15 @@ class RtspServer:
         name: str = "rmfproxy",
         limits: ServeLimits | None = None,
         local_ports: localports.LocalPorts | None = None,
+        replay: ReplayProvider | None = None,
+        replay_prefix: str = "",
     ) -> None:
         self.resolve = resolve
+        self.replay = replay
+        """Recorded video (``Require: onvif-replay``); None: such requests get 551."""
+        self.replay_prefix = replay_prefix
+        """With a replay provider: paths ``<prefix><camera>`` replay without Require
+        (for clients that cannot send it, e.g. GStreamer's rtspsrc); "" for none."""
         self.local_ports = local_ports or localports.LocalPorts()
         """UDP ports of this proxy no client may name (this server's pair included)."""
         self.host = host

@@ -35,6 +35,7 @@ from rmfproxy.rtp.seqnum import ts_add, ts_lt
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.fanout import Fanout
 from rmfproxy.serve.stream import MediaSink, TrackStart
+from rmfproxy.sim.archive import CameraArchive
 from rmfproxy.sim.encoder import EncodedClip
 from rmfproxy.sim.marker import make_marker_nal
 
@@ -138,7 +139,10 @@ class SimCamera:
         audio: bool = False,
         style: StreamStyle | None = None,
         recorder: str = "",
+        archive: CameraArchive | None = None,
     ) -> None:
+        self.archive = archive
+        """Where the frames this recorder sends are recorded (None: not recorded)."""
         self.style = style or StreamStyle()
         self.recorder = recorder or path
         self.payload_type = payload_type
@@ -263,6 +267,9 @@ class SimCamera:
         nals = list(au.nals)
         nals[au.marker_index] = make_marker_nal(clip.codec, n, n * 1_000_000 // clip.fps)
         nals = self._restyle(n, nals)
+        if self.archive is not None:
+            # Recorded as served; a frozen camera never gets here: a real gap.
+            self.archive.record(n, nals, au.keyframe)
         payloads = self._packetize(nals, self.mtu)
         ts = self._video_timestamp(n)
         out = []

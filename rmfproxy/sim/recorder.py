@@ -9,6 +9,10 @@ for a while, then listen again on the same port).
 A :class:`~rmfproxy.sim.camera.StreamStyle` makes the recorder re-stream its
 cameras as a real recorder would (own timestamps, parameter-set schedule,
 AUD/SEI, MTU): fixed for the recorder's life, unlike the faults.
+
+Every recorder records what it serves (:mod:`rmfproxy.sim.archive`; nothing while
+frozen, killed or restarting) and replays it to clients that send
+``Require: onvif-replay`` (:mod:`rmfproxy.sim.replay`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ import random
 import structlog
 
 from rmfproxy.serve.server import RtspServer
+from rmfproxy.sim.archive import RecorderArchive
 from rmfproxy.sim.camera import Faults, SimCamera, StreamStyle
 from rmfproxy.sim.encoder import EncodedClip
+from rmfproxy.sim.replay import SimReplayProvider
 
 log = structlog.get_logger(__name__)
+
+REPLAY_PREFIX = "replay/"
+"""``rtsp://recorder/replay/<camera>`` replays without Require (see RtspServer.replay_prefix)."""
 
 FAULTS = (
     "kill",
@@ -54,8 +63,11 @@ class SimRecorder:
         payload_type: int = 96,
         audio: bool = False,
         style: StreamStyle | None = None,
+        retention: float = 600.0,
     ) -> None:
         self.name = name
+        self.archive = RecorderArchive(retention=retention)
+        """What this recorder recorded of each camera (replayed with ``Require: onvif-replay``)."""
         self.style = style or StreamStyle()
         self.faults = Faults()
         rng = random.Random(seed)
@@ -69,6 +81,7 @@ class SimRecorder:
                 audio=audio,
                 style=self.style,
                 recorder=name,
+                archive=self.archive.camera(path, clip.fps),
             )
             for path, clip in clips.items()
         }
@@ -78,6 +91,8 @@ class SimRecorder:
             port=port,
             session_timeout=session_timeout,
             name=f"sim-{name}",
+            replay=SimReplayProvider(self.cameras, self.archive, seed=rng.getrandbits(64)),
+            replay_prefix=REPLAY_PREFIX,
         )
         self._restart_task: asyncio.Task[None] | None = None
 
@@ -151,10 +166,14 @@ class SimRecorder:
         """Go away (close the listener and every connection), then come back on the same port."""
         log.info("sim.fault", recorder=self.name, fault="restart", down=down_seconds)
         port = self.server.port
-        await self.server.close()
-        await asyncio.sleep(down_seconds)
-        self.server.requested_port = port
-        await self.server.start()
+        self.archive.pause()  # a recorder that is down records nothing: a real gap
+        try:
+            await self.server.close()
+            await asyncio.sleep(down_seconds)
+            self.server.requested_port = port
+            await self.server.start()
+        finally:
+            self.archive.pause(False)
 
     async def apply(self, fault: str, value: float = 0.0) -> None:
         """Apply a fault by name (the command line and control API use this)."""
