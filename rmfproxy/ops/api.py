@@ -18,15 +18,24 @@ import asyncio
 import hmac
 import json
 import re
+import tempfile
 import time
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rmfproxy.archive.export import (
+    ExportError,
+    ExportTooLong,
+    NoFootage,
+    export_recording,
+    recorder_sources,
+)
 from rmfproxy.archive.report import CoverageReport, parse_time
 from rmfproxy.archive.store import JournalError
 from rmfproxy.config import Secret
@@ -209,6 +218,7 @@ class AdminApi:
         r.add_post("/api/v1/cameras/{camera}/switch", self.switch)
         r.add_get("/api/v1/cameras/{camera}/sources/{source}/thumbnail.jpg", self.thumbnail)
         r.add_get("/api/v1/cameras/{camera}/coverage", self.coverage)
+        r.add_get("/api/v1/cameras/{camera}/recording.mp4", self.recording)
         r.add_get("/api/v1/openapi.yaml", self.static_file("openapi.yaml"))
         r.add_get("/", self.static_file("status.html"))
         r.add_get("/status.js", self.static_file("status.js"))
@@ -431,3 +441,59 @@ class AdminApi:
             return _error(503, f"the coverage journal cannot answer: {exc}")
         report = CoverageReport.build(cam, start, end, per_source)
         return web.json_response(report.to_json())
+
+    async def recording(self, request: web.Request) -> web.StreamResponse:
+        """One MP4 of ``[start, end)`` stitched from every recorder (``archive/export.py``)."""
+        cam, _ = self._feed(request)
+        journal = self.proxy.journal
+        if journal is None:
+            return _error(503, "no coverage journal: configure archive.journal")
+        times: dict[str, float] = {}
+        for param in ("start", "end"):
+            value = request.query.get(param)
+            if value is None:
+                return _error(400, f"parameter {param!r} is required (ISO 8601 date-time)")
+            try:
+                times[param] = parse_time(value)
+            except ValueError as exc:
+                return _error(400, f"parameter {param!r}: {exc}")
+        start, end = times["start"], times["end"]
+        if end <= start:
+            return _error(400, "parameter 'end' must be later than 'start'")
+        limit = self.proxy.config.archive.export_max_seconds
+        with tempfile.TemporaryDirectory(prefix="rmfproxy-export-") as tmp:
+            path = Path(tmp) / "recording.mp4"
+            try:
+                result = await export_recording(
+                    cam,
+                    start,
+                    end,
+                    journal=journal,
+                    sources=recorder_sources(self.proxy.config, cam),
+                    max_seconds=limit,
+                    dest=path,
+                )
+            except ExportTooLong as exc:
+                return _error(413, str(exc))
+            except NoFootage as exc:
+                return _error(404, str(exc))
+            except JournalError as exc:
+                return _error(503, f"the coverage journal cannot answer: {exc}")
+            except ExportError as exc:
+                return _error(502, str(exc))
+            stamp = datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "video/mp4",
+                    "Content-Disposition": f'attachment; filename="{cam}-{stamp}.mp4"',
+                    "Content-Length": str(result.size),
+                    "X-Rmfproxy-Seams": str(result.seams),
+                    "X-Rmfproxy-Gaps": str(len(result.gaps)),
+                }
+            )
+            await response.prepare(request)
+            with path.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
