@@ -512,17 +512,41 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         next_sample = 0.0
         next_fault = float(args.failover_every)
         thaw: tuple[float, str] | None = None
+        api_errors: list[str] = []
+        extra["api_errors"] = api_errors
+
+        def api_error(what: str, exc: Exception) -> None:
+            # A slow answer from a loaded machine is a finding, not the end of the run.
+            api_errors.append(f"t={time.monotonic() - t0:.1f} {what}: {exc!r}")
+
+        def fault(recorder: str, name: str) -> bool:
+            for attempt in range(3):
+                try:
+                    http(f"{control}/fault", {"recorder": recorder, "fault": name}, timeout=10)
+                    return True
+                except OSError as exc:
+                    api_error(f"sim {name} {recorder} (try {attempt + 1})", exc)
+            return False
+
         cpu_sim0, cpu_clients0 = cpu_seconds(sim.pid), cpu_seconds(workers.pid)
         while True:
             t = time.monotonic() - t0
             if thaw is not None and t >= thaw[0]:
-                http(f"{control}/fault", {"recorder": thaw[1], "fault": "unfreeze"})
-                faults[-1]["thawed_t"] = round(t, 1)
+                if fault(thaw[1], "unfreeze"):
+                    faults[-1]["thawed_t"] = round(t, 1)
                 thaw = None
             if t >= next_fault and t < args.duration - 1:
-                counts = active_counts(api)
-                target = max(("r1", "r2"), key=lambda r: counts.get(r, 0))
-                http(f"{control}/fault", {"recorder": target, "fault": "freeze"})
+                try:
+                    counts = active_counts(api)
+                    target = max(("r1", "r2"), key=lambda r: counts.get(r, 0))
+                except (OSError, ValueError, KeyError) as exc:
+                    # Without the proxy's answer, freeze the recorder not frozen last time.
+                    api_error("/api/v1/cameras", exc)
+                    counts = {}
+                    target = "r2" if faults and faults[-1]["recorder"] == "r1" else "r1"
+                if not fault(target, "freeze"):
+                    next_fault += args.failover_every
+                    continue
                 faults.append({"t": round(t, 1), "recorder": target, "active_before": counts})
                 thaw = (t + args.freeze, target)
                 next_fault += args.failover_every
@@ -534,8 +558,11 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 sample["cpu_s"] = cpu_seconds(proxy.pid)
                 with contextlib.suppress(OSError, ValueError):
                     clients = json.loads(stats_file.read_text())
-                with contextlib.suppress(OSError, ValueError):
+                try:
                     switch_doc = switches(api)
+                except (OSError, ValueError) as exc:
+                    api_error("/metrics", exc)
+                else:
                     by_dir = switch_doc["by_direction"]
                     sample["failovers"] = by_dir.get("failover", 0)
                     sample["failbacks"] = by_dir.get("failback", 0)
@@ -552,10 +579,13 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("the clients did not finish in time")
             time.sleep(0.2)
         if thaw is not None:
-            http(f"{control}/fault", {"recorder": thaw[1], "fault": "unfreeze"})
+            fault(thaw[1], "unfreeze")
         clients = json.loads(stats_file.read_text())
-        switch_doc = switches(api)
-        extra["cameras_api_sample"] = json.loads(http(f"{api}/api/v1/cameras"))["cameras"][0]
+        try:
+            switch_doc = switches(api)
+            extra["cameras_api_sample"] = json.loads(http(f"{api}/api/v1/cameras"))["cameras"][0]
+        except (OSError, ValueError, KeyError) as exc:
+            api_error("final /metrics or /api/v1/cameras", exc)
         stop_process(proxy)
         extra["proxy_exit_code"] = proxy.returncode
         extra["proxy_log_summary"] = log_summary(work / "proxy.log")
