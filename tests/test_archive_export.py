@@ -24,9 +24,10 @@ from rmfproxy.archive.export import (
     RecorderSource,
     export_recording,
     mux_mp4,
+    undecodable_leading_dropped,
 )
 from rmfproxy.archive.replay_client import Codec, ReplayTimeout
-from rmfproxy.archive.stitch import ArchiveFrame, stitch
+from rmfproxy.archive.stitch import ArchiveFrame, StitchedFrame, stitch
 from rmfproxy.rtp import h264, h265
 from rmfproxy.sim.encoder import EncodedClip, encode_clip
 from rmfproxy.sim.marker import find_marker, rewrite_marker
@@ -150,6 +151,27 @@ def test_mux_gives_a_keyframe_without_parameter_sets_its_sources() -> None:
     only_r2 = stitch(BASE, BASE + 4.0, {"r2": r2})
     with pytest.raises(ExportError, match="no parameter sets from r2"):
         mux_mp4(only_r2.frames, "h264", io.BytesIO(), {})
+
+
+def test_rasl_pictures_after_a_cra_that_starts_a_piece_are_dropped() -> None:
+    def f(n: int, *types: int, seam: bool = False) -> StitchedFrame:
+        nals = tuple(bytes([t << 1, 1]) + b"x" for t in types)
+        return StitchedFrame(ArchiveFrame(t(n), 21 in types, nals), "r1", seam=seam)
+
+    cra, rasl_n, rasl_r, trail, sei = 21, 8, 9, 1, 39
+    frames = [
+        f(0, cra),  # the file starts at a CRA: its RASL pictures cannot be decoded
+        f(1, sei, rasl_n),
+        f(2, rasl_r),
+        f(3, trail),
+        f(4, rasl_n),  # not after a piece's start: kept (the decoder has its references)
+        f(5, cra, seam=True),
+        f(6, rasl_r),
+        f(7, trail),
+    ]
+    kept = undecodable_leading_dropped(h265.FORMAT, frames)
+    assert [round((x.capture_time - BASE) * FPS) for x in kept] == [0, 3, 4, 5, 7]
+    assert undecodable_leading_dropped(h264.FORMAT, frames) == frames
 
 
 # export_recording with synthetic recorders ------------------------------------------------

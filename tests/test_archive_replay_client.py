@@ -12,6 +12,7 @@ import pytest
 import structlog
 
 from rmfproxy.archive.replay_client import (
+    Codec,
     ReplayAuthFailed,
     ReplayClient,
     ReplayStatusError,
@@ -31,8 +32,8 @@ PASSWORD = "s3cret-Pa55"
 
 
 @functools.cache
-def _clip() -> EncodedClip:
-    return encode_clip("h264", width=160, height=96, fps=FPS, gop=GOP, seconds=2.0)
+def _clip(codec: Codec = "h264") -> EncodedClip:
+    return encode_clip(codec, width=160, height=96, fps=FPS, gop=GOP, seconds=2.0)
 
 
 def _base() -> int:
@@ -48,8 +49,11 @@ def _fill(rec: SimRecorder, first: int, last: int, gap: range = range(0)) -> Non
             cam.frame_packets(n)
 
 
-async def test_every_recorded_frame_of_the_range_once_with_its_capture_time_and_flags() -> None:
-    rec = SimRecorder("r1", {"cam": _clip()}, seed=11)
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+async def test_every_recorded_frame_of_the_range_once_with_its_capture_time_and_flags(
+    codec: Codec,
+) -> None:
+    rec = SimRecorder("r1", {"cam": _clip(codec)}, seed=11)
     await rec.start()
     rec.freeze()  # only the history we fill
     base = _base()
@@ -69,9 +73,10 @@ async def test_every_recorded_frame_of_the_range_once_with_its_capture_time_and_
     after = expected.index(base + 50)
     assert [i for i, f in enumerate(frames) if f.discontinuity] == [after]
     assert [i for i, f in enumerate(frames) if f.end] == [after - 1]
-    assert client.codec == "h264" and client.ended_by == "terminal"
+    assert client.codec == codec and client.ended_by == "terminal"
     assert client.stats.lost_packets == 0 and client.stats.dropped_frames == 0
-    assert client.sdp_parameter_sets() == [_clip().sps, _clip().pps]
+    clip = _clip(codec)
+    assert client.sdp_parameter_sets() == [*([clip.vps] if clip.vps else []), clip.sps, clip.pps]
 
 
 async def test_a_recorder_without_replay_is_551_unsupported() -> None:

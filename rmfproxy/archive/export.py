@@ -360,6 +360,7 @@ def mux_mp4(
     if not frames:
         raise ValueError("nothing to mux")
     fmt = _format(codec)
+    frames = undecodable_leading_dropped(fmt, frames)
     first = frames[0]
     params = parameter_sets.get(first.source) or _parameter_sets(codec, [first.frame])
     if not params:
@@ -398,6 +399,35 @@ def mux_mp4(
     return dest.tell()
 
 
+def undecodable_leading_dropped(
+    fmt: NalFormat, frames: Sequence[StitchedFrame]
+) -> list[StitchedFrame]:
+    """``frames`` without the leading pictures that cannot be decoded where a piece starts.
+
+    A piece (the first frame, a seam, the frame after a gap) starts at a keyframe; after
+    an H.265 CRA the RASL pictures that follow it in decoding order refer to pictures
+    before it, which this file does not have (ITU-T H.265 §8.1.3): they are dropped, as a
+    decoder starting there would drop them. H.264 has none (IDR only).
+    """
+    if not fmt.leading_skip_types:
+        return list(frames)
+    out: list[StitchedFrame] = []
+    skipping = False
+    for i, f in enumerate(frames):
+        if i == 0 or f.seam or f.discontinuity:
+            skipping = True  # just after a piece's keyframe
+            out.append(f)
+            continue
+        if skipping:
+            types = {fmt.nal_type(n) for n in f.frame.nals}
+            slices = types & fmt.vcl_types
+            if slices and slices <= fmt.leading_skip_types:
+                continue
+            skipping = False
+        out.append(f)
+    return out
+
+
 def _units(fmt: NalFormat, f: StitchedFrame, params: dict[str, list[bytes]], first: bool) -> bytes:
     """One frame as Annex B, with its source's parameter sets in front of the keyframe
     that starts a piece when it does not carry them."""
@@ -418,4 +448,5 @@ __all__ = [
     "export_recording",
     "mux_mp4",
     "recorder_sources",
+    "undecodable_leading_dropped",
 ]
