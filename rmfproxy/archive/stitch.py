@@ -172,9 +172,15 @@ class _Source:
                 continue
             self.frames.append(f)
         self.times = [f.capture_time for f in self.frames]
-        steps = sorted(b - a for a, b in itertools.pairwise(self.times))
-        # The lower quartile of the steps: holes in the recording make steps longer, never
-        # shorter, so a median would grow with them.
+        # The frame interval: the lower quartile of the steps between frames the recorder
+        # says are contiguous (no D on the later, no E on the earlier). Holes make steps
+        # longer, never shorter, so a median would grow with the ones not flagged.
+        steps = sorted(
+            self.times[i] - self.times[i - 1]
+            for i in range(1, len(self.frames))
+            if not self.frames[i].discontinuity and not self.frames[i - 1].end
+        )
+        self.measured = bool(steps)
         self.interval = steps[(len(steps) - 1) // 4] if steps else DEFAULT_FRAME_INTERVAL
         # run_end[i]: index of the last frame of the run frame i belongs to
         self.run_end = [0] * len(self.frames)
@@ -233,7 +239,7 @@ def stitch(
     srcs = [_Source(name, fs, end, gap_factor) for name, fs in frames.items()]
     # The camera's frame interval: the densest source's (one that records fewer frames,
     # e.g. keyframes only, must not make the others' pictures look like gaps).
-    measured = [src.interval for src in srcs if len(src.frames) > 1]
+    measured = [src.interval for src in srcs if src.measured]
     interval = min(measured) if measured else DEFAULT_FRAME_INTERVAL
     out: list[_Out] = []
     taken_back = 0
