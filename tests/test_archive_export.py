@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import pytest
+import structlog
 
 from rmfproxy.archive.coverage import Interval
 from rmfproxy.archive.export import (
@@ -231,15 +232,18 @@ async def test_export_stitches_two_recorders_frozen_in_turn() -> None:
         {"r1": [(t(0), t(72)), (t(140), t(400))], "r2": [(t(0), t(212)), (t(280), t(400))]}
     )
     fakes = {"r1": r1, "r2": r2}
-    result = await export_recording(
-        "cam",
-        t(5),
-        t(380),
-        journal=journal,
-        sources=SOURCES,
-        max_seconds=60,
-        client=lambda src: fakes[src.name],
-    )
+    with structlog.testing.capture_logs() as logs:
+        result = await export_recording(
+            "cam",
+            t(5),
+            t(380),
+            journal=journal,
+            sources=SOURCES,
+            max_seconds=60,
+            client=lambda src: fakes[src.name],
+        )
+    seams = [(e["previous"], e["source"]) for e in logs if e["event"] == "archive.export_seam"]
+    assert seams == [("r1", "r2"), ("r2", "r1")]
     assert journal.asked == [("cam", t(5), t(380))]
     assert r2.reads == [(t(72) - 2.0, t(140) + 2.0)]  # only around r1's hole
     assert result.data is not None

@@ -238,6 +238,16 @@ async def export_recording(
         errors,
         buffer.getvalue() if buffer is not None else None,
     )
+    for before, f in itertools.pairwise(stitched.frames):
+        if f.seam or f.discontinuity:
+            log.info(
+                "archive.export_seam" if f.seam else "archive.export_gap",
+                camera=camera,
+                source=f.source,
+                previous=before.source,
+                at=datetime.fromtimestamp(f.capture_time, UTC).isoformat(timespec="milliseconds"),
+                after=round(f.capture_time - before.capture_time, 3),
+            )
     log.info(
         "archive.exported",
         camera=camera,
