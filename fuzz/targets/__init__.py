@@ -23,6 +23,7 @@ NAMES = (
     "rtp",
     "rtcp",
     "nal",
+    "merger",
 )
 
 
