@@ -30,7 +30,9 @@ def track_formats(sdp: SessionDescription) -> list[TrackFormat]:
     """The comparable format of every media section (first payload type of each)."""
     out = []
     for m in sdp.media:
-        pt = int(m.formats[0]) if m.formats else -1
+        first = str(m.formats[0]) if m.formats else ""
+        # A payload type is ASCII digits (RFC 4566 §5.14); anything else matches nothing.
+        pt = int(first) if first.isascii() and first.isdigit() else -1
         rm = m.rtpmap(pt) if pt >= 0 else None
         enc = rm.encoding.upper() if rm else str(pt)
         clock = rm.clock_rate if rm else (8000 if pt in (0, 8) else 90000)

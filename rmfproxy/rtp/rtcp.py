@@ -91,14 +91,20 @@ def _blocks(buf: Buffer, pos: int, count: int, end: int) -> list[ReportBlock]:
     return out
 
 
+MAX_COMPOUND = 64
+"""Packets read from one compound (a real one has two or three; 16,384 empty ones in a
+64 KB interleaved frame are an attack)."""
+
+
 def parse_compound(buf: Buffer) -> list[RtcpPacket]:
-    """Every packet of a compound RTCP packet; ``ValueError`` on malformed input."""
+    """The packets of a compound RTCP packet (the first ``MAX_COMPOUND``); ``ValueError``
+    on malformed input."""
     out: list[RtcpPacket] = []
     pos = 0
     n = len(buf)
     if n < 4:
         raise ValueError("RTCP packet too short")
-    while pos < n:
+    while pos < n and len(out) < MAX_COMPOUND:
         if n - pos < 4:
             raise ValueError("RTCP packet too short")
         b0, pt, words = struct.unpack_from(">BBH", buf, pos)
@@ -145,9 +151,13 @@ def parse_compound(buf: Buffer) -> list[RtcpPacket]:
 
 
 def is_rtcp_bye(buf: Buffer) -> bool:
-    """Cheap check: does this compound packet contain a BYE? Malformed input is False."""
+    """Cheap check: does this compound packet contain a BYE (among its first
+    ``MAX_COMPOUND`` packets, as :func:`parse_compound` reads them)? Malformed input is
+    False."""
     pos, n = 0, len(buf)
-    while pos + 4 <= n:
+    for _ in range(MAX_COMPOUND):
+        if pos + 4 > n:
+            break
         if buf[pos + 1] == BYE:
             return True
         pos += 4 * (((buf[pos + 2] << 8) | buf[pos + 3]) + 1)

@@ -54,12 +54,22 @@ def _params(text: str) -> tuple[dict[str, str], int]:
     return out, pos
 
 
+def _quoted(value: str) -> str:
+    """``value`` as a quoted-string (RFC 7230 §3.2.6): ``\\`` and ``"`` escaped, so a
+    camera's realm or nonce that contains them is sent back as the camera sent it."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+MAX_CHALLENGES = 16
+"""Challenges read from one response (a camera offers a few; thousands are an attack)."""
+
+
 def parse_challenges(values: list[str]) -> list[Challenge]:
     """Every challenge in the given WWW-Authenticate header values."""
-    out = []
+    out: list[Challenge] = []
     for value in values:
         rest = value.strip()
-        while rest:
+        while rest and len(out) < MAX_CHALLENGES:
             scheme, _, tail = rest.partition(" ")
             if not scheme or "=" in scheme:
                 raise ValueError("WWW-Authenticate must start with an auth scheme")
@@ -169,15 +179,15 @@ class DigestClient:
             qop,
         )
         parts = [
-            f'username="{self.username}"',
-            f'realm="{challenge.realm}"',
-            f'nonce="{challenge.nonce}"',
-            f'uri="{uri}"',
+            f"username={_quoted(self.username)}",
+            f"realm={_quoted(challenge.realm)}",
+            f"nonce={_quoted(challenge.nonce)}",
+            f"uri={_quoted(uri)}",
             f'response="{resp}"',
         ]
         parts.append(f"algorithm={challenge.algorithm}")
         if challenge.opaque is not None:
-            parts.append(f'opaque="{challenge.opaque}"')
+            parts.append(f"opaque={_quoted(challenge.opaque)}")
         if qop:
             parts += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
         return "Digest " + ", ".join(parts)

@@ -50,7 +50,7 @@ class TransportSpec:
     def parse(cls, value: str) -> TransportSpec:
         """One alternative, e.g. ``RTP/AVP/TCP;unicast;interleaved=0-1``."""
         parts = [p.strip() for p in value.strip().split(";")]
-        spec = parts[0].split("/")
+        spec = [p.strip() for p in parts[0].split("/")]
         if len(spec) not in (2, 3) or not all(spec):
             raise ValueError(f"Transport must start with RTP/AVP[/TCP|UDP], got {parts[0][:30]!r}")
         out = cls(

@@ -283,12 +283,22 @@ class StreamParser:
                     break
                 self._on_frame(buf[pos + 1], buf[pos + 4 : pos + 4 + length])
                 pos += 4 + length
+                # A frame ends any garbage line: what follows it is parsed afresh, however
+                # the reads were cut (in one read, the resync stops at this '$' too).
+                self._in_garbage = False
                 continue
             if self._in_garbage or not self._plausible_start(buf, pos, n):
                 # Garbage: skip to the next '$' or line start that could begin a message.
                 # A garbage line cut by the end of a read stays garbage in the next one:
                 # where TCP splits the stream must not change what is parsed.
-                nxt, found = self._resync(buf, pos if self._in_garbage else pos + 1, n)
+                # From ``pos`` itself: an empty line's own LF ends it (skipping past it would
+                # swallow the line after it, but only when a read ended just before it).
+                nxt, found = self._resync(buf, pos, n)
+                # Further garbage lines are skipped here, not one trip round the loop each.
+                while found and nxt < n and buf[nxt] != 0x24:
+                    if self._plausible_start(buf, nxt, n):
+                        break
+                    nxt, found = self._resync(buf, nxt, n)
                 self._in_garbage = not found
                 self.garbage_bytes += nxt - pos
                 pos = nxt
@@ -317,16 +327,20 @@ class StreamParser:
 
     @staticmethod
     def _plausible_start(buf: bytearray, pos: int, n: int) -> bool:
-        """Could a request or response start here? (Needs only the first few bytes.)"""
+        """Could a request or response start here? (Needs only the first few bytes.)
+        A start line has its first space before any line end: the answer must not depend
+        on how much of the line has arrived."""
         if buf[pos] in (0x0D, 0x0A):
             return False
         # Check the first token up to the first space (or what we have so far).
         end = min(n, pos + 32)
-        chunk = bytes(buf[pos:end])
-        sp = chunk.find(b" ")
-        token = chunk if sp < 0 else chunk[:sp]
-        if sp < 0 and len(chunk) >= 32:
+        sp = buf.find(b" ", pos, end)
+        if sp < 0 and end - pos >= 32:
             return False
+        lim = end if sp < 0 else sp
+        if buf.find(b"\n", pos, lim) >= 0 or buf.find(b"\r", pos, lim) >= 0:
+            return False
+        token = bytes(buf[pos:lim])
         if not token:
             return False
         if b"RTSP/1.0".startswith(token[:8]) or token.startswith(b"RTSP/"):

@@ -53,9 +53,11 @@ class MediaDescription:
                 if num.strip() == str(pt):
                     enc, _, tail = rest.strip().partition("/")
                     rate, _, ch = tail.partition("/")
-                    if not rate.isdigit():
+                    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+                    if not (rate.isascii() and rate.isdigit()):
                         return None
-                    return RtpMap(enc, int(rate), int(ch) if ch.isdigit() else None)
+                    channels = int(ch) if ch.isascii() and ch.isdigit() else None
+                    return RtpMap(enc, int(rate), channels)
         return None
 
     def fmtp(self, pt: int) -> dict[str, str]:
