@@ -21,11 +21,13 @@ own timestamp) are carried over in front of the next AU.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass, field
 
 from rmfproxy.rtp.nal import NalFormat
 
+_SEQ_TS = struct.Struct(">HI")
 MAX_AU_PACKETS = 2048
 """An AU with more packets than this is treated as broken."""
 MAX_PARAM_SET = 4096
@@ -97,8 +99,7 @@ class AuAssembler:
     def push(self, packet: bytearray, payload_start: int, payload_end: int) -> list[AccessUnit]:
         """Feed one packet; returns the AUs it ends (zero, one, or two when a source without
         marker bits starts a new timestamp and ends the last packet's AU with this one)."""
-        seq = (packet[2] << 8) | packet[3]
-        ts = int.from_bytes(packet[4:8], "big")
+        seq, ts = _SEQ_TS.unpack_from(packet, 2)
         marker = bool(packet[1] & 0x80)
         done: list[AccessUnit] = []
         cur = self._cur
