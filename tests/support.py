@@ -90,3 +90,34 @@ async def rtsp_exchange(
         writer.close()
         await writer.wait_closed()
     return status, headers, body
+
+
+class LoopStalls:
+    """The longest time the test's event loop (proxy and simulator) could not run.
+
+    A picture gap on a loaded CI machine can come from the whole process being
+    descheduled, not from the proxy: the gap assertions allow for what this measured,
+    and say so. A gap the proxy's own logic made (waiting for detection, a keyframe)
+    shows with no stall at all.
+    """
+
+    TICK = 0.01
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopStalls:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.TICK)
+            self.longest = max(self.longest, loop.time() - t - self.TICK)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -116,6 +117,28 @@ def ffmpeg_cmd(url: str, transport: str) -> list[str]:
     ]
 
 
+def gst_clean_exit(rc: int, out: str, logs: list[dict[str, Any]]) -> bool:
+    """gst-launch ended without an error, or only with GStreamer's own EOS race.
+
+    GStreamer quirk (1.22, seen about once in five runs): at EOS rtspsrc sends its
+    TEARDOWN and, from another thread, a PAUSE on the connection it is closing, which
+    then fails with "Could not write to resource (Received end-of-file)". Accepted only
+    when every session opened while ``logs`` were captured ended with the client's own
+    TEARDOWN and that error is the only kind there is.
+    """
+    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
+    if rc == 0 and not errors and "WARNING" not in out:
+        return True
+    created = {e["session"] for e in logs if e["event"] == "rtsp.session_created"}
+    torn_down = {
+        e["session"]
+        for e in logs
+        if e["event"] == "rtsp.session_closed" and e.get("reason") == "teardown"
+    }
+    race = bool(errors) and all("Could not write to resource" in e for e in errors)
+    return race and bool(created) and created <= torn_down
+
+
 def frames_from_ffmpeg(out: str) -> int:
     found = re.findall(r"frame=\s*(\d+)", out)
     return int(found[-1]) if found else 0
@@ -125,29 +148,31 @@ def frames_from_ffmpeg(out: str) -> int:
 async def test_ffmpeg_and_gstreamer_read_proxied_gstreamer_camera(proxied_gst: Proxy) -> None:
     need("ffmpeg")
     url = proxied_gst.url("cam")
-    (tcp_rc, tcp_out), (udp_rc, udp_out), (gst_rc, gst_out), probe = await asyncio.gather(
-        run_tool(*ffmpeg_cmd(url, "tcp")),
-        run_tool(*ffmpeg_cmd(url, "udp")),
-        run_tool(
-            "gst-launch-1.0",
-            "-q",
-            "rtspsrc",
-            f"location={url}",
-            "protocols=tcp",
-            "latency=200",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "avdec_h264",
-            "!",
-            "fakesink",
-            "num-buffers=150",
-            "sync=false",
-        ),
-        asyncio.to_thread(read_rtsp, url, seconds=5.0),
-    )
+    with structlog.testing.capture_logs() as logs:
+        results = await asyncio.gather(
+            run_tool(*ffmpeg_cmd(url, "tcp")),
+            run_tool(*ffmpeg_cmd(url, "udp")),
+            run_tool(
+                "gst-launch-1.0",
+                "-q",
+                "rtspsrc",
+                f"location={url}",
+                "protocols=tcp",
+                "latency=200",
+                "!",
+                "rtph264depay",
+                "!",
+                "h264parse",
+                "!",
+                "avdec_h264",
+                "!",
+                "fakesink",
+                "num-buffers=150",
+                "sync=false",
+            ),
+            asyncio.to_thread(read_rtsp, url, seconds=5.0),
+        )
+    (tcp_rc, tcp_out), (udp_rc, udp_out), (gst_rc, gst_out), probe = results
     for name, rc, out in (("ffmpeg tcp", tcp_rc, tcp_out), ("ffmpeg udp", udp_rc, udp_out)):
         assert rc == 0, f"{name} failed:\n{out[-2000:]}"
         bad = [ln for ln in out.splitlines() if BAD_WORDS.search(ln)]
@@ -155,8 +180,7 @@ async def test_ffmpeg_and_gstreamer_read_proxied_gstreamer_camera(proxied_gst: P
         # 10 s at 25 fps: about 250, never more than that plus the one GOP of fast start
         # (a frame sent twice would not show as a decoder complaint).
         assert 240 <= frames_from_ffmpeg(out) <= 275, f"{name}: {frames_from_ffmpeg(out)} frames"
-    assert gst_rc == 0, f"gst-launch failed:\n{gst_out[-2000:]}"
-    assert "ERROR" not in gst_out and "WARNING" not in gst_out, gst_out[-2000:]
+    assert gst_clean_exit(gst_rc, gst_out, logs), f"gst-launch failed:\n{gst_out[-2000:]}"
     assert probe.error is None and probe.decode_errors == 0
     assert probe.frames_decoded >= 100
 
@@ -184,16 +208,7 @@ async def test_gstreamer_rtspsrc_reads_simulated_camera_through_proxy() -> None:
                 "num-buffers=100",
                 "sync=false",
             )
-    errors = [line for line in out.splitlines() if line.startswith("ERROR")]
-    teardown = [
-        e for e in logs if e["event"] == "rtsp.session_closed" and e["reason"] == "teardown"
-    ]
-    # GStreamer quirk (1.22, seen about once in five runs): at EOS rtspsrc sends its
-    # TEARDOWN and, from another thread, a PAUSE on the connection it is closing, which
-    # then fails with "Could not write to resource (Received end-of-file)". Accepted only
-    # when the proxy did get the client's own TEARDOWN and that is the only error.
-    gst_race = bool(teardown) and all("Could not write to resource" in e for e in errors)
-    assert (rc == 0 and not errors) or gst_race, out[-2000:]
+    assert gst_clean_exit(rc, out, logs), out[-2000:]
 
 
 def test_peer_script_is_executable_python() -> None:

@@ -122,6 +122,47 @@ def test_jitter_drift_and_own_habits_never_send_an_au_twice(codec: str) -> None:
     assert m.state(0) is MergeState.ALIGNED and m.state(1) is MergeState.ALIGNED
 
 
+class StampsOnArrival(Recorder):
+    """A recorder that was stopped (SIGSTOP) for AUs ``stall``: it got them late, all at
+    once, and stamped each as it arrived (a few ms apart) after the stall."""
+
+    stall = range(100, 125)
+
+    def stamp(self, n: int) -> int:
+        if n in self.stall:
+            return super().stamp(self.stall.stop) - (self.stall.stop - n) * 90
+        return super().stamp(n)
+
+
+def test_a_recorders_backlog_burst_after_a_stall_does_not_slow_the_timeline() -> None:
+    # A (jitter ±30 ms) stalls for 1 s and then bursts its backlog, stamped on arrival;
+    # B carries the stream meanwhile and is gone at AU 150; A carries on alone. Its
+    # burst must not shrink the frame spacing A's timeline is sent with (a client would
+    # get more pictures per second of stream time than the camera made).
+    cam = h264_camera(330, seed=21)
+    a = StampsOnArrival(mtu=900, ssrc=1, jitter_ms=30, seed=4)
+    b = Recorder(mtu=700, seq=50, ts=777, ssrc=2, jitter_ms=30, seed=5)
+    m = merger()
+    events: list[tuple[float, int, int, list[bytearray]]] = []
+    for n, au in enumerate(cam):
+        late = a.stall.stop if n in a.stall else n
+        events.append((late / FPS + 0.002, 0, n, a.packets(n, au)))
+        if n < 150:
+            events.append((n / FPS, 1, n, b.packets(n, au)))
+    events.sort(key=lambda e: (e[0], e[2]))
+    out: list[bytearray] = []
+    for t, index, _n, pkts in events:
+        out += push_all(m, index, pkts, t)
+    frames = check_numbering(out, m.ssrc)
+    assert [slices_of(h264.FORMAT, x) for x in depacketized(h264.FORMAT, out)] == [
+        slices_of(h264.FORMAT, x) for x in cam
+    ]
+    steps = [ts_diff(y, x) for x, y in itertools.pairwise(frames)][160:]
+    assert min(steps) >= 0.8 * TICKS and max(steps) <= 1.2 * TICKS, (min(steps), max(steps))
+    total = ts_diff(frames[-1], frames[160])
+    assert abs(total - (len(frames) - 161) * TICKS) < 0.05 * total
+
+
 def test_sdp_only_parameter_sets_are_inserted_before_keyframes() -> None:
     cam = h264_camera(30, seed=11)
     a = Recorder(params="sdp", ssrc=1)

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import enum
 import random
+import statistics
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -87,6 +88,10 @@ TIMING_GAIN = 0.1
 (at most an eighth of a frame spacing per AU)."""
 GAP_FRAMES = 2.5
 """A mapped step beyond this many frame spacings is a real gap, kept in the timeline."""
+SPACING_CHUNK = 8
+SPACING_CHUNKS = 16
+"""A source's frame spacing: the median over SPACING_CHUNKS runs of SPACING_CHUNK AUs
+(about 5 s at 25 fps)."""
 
 
 class MergeState(enum.Enum):
@@ -129,7 +134,9 @@ class _Source:
     anchor_pending: bool = False
     params: dict[int, bytes] = field(default_factory=dict)
     sdp_params: dict[int, bytes] = field(default_factory=dict)
-    stamps: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=64))
+    stamps: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=SPACING_CHUNKS * SPACING_CHUNK + 1)
+    )
     """(AU count, timestamp) of its recent complete AUs: its average frame spacing."""
     au_count: int = 0
     last_au_at: float = -1e9
@@ -309,13 +316,22 @@ class Merger:
         src.stamps.append((src.au_count, au.ts))
 
     def _spacing(self, src: _Source) -> float:
-        """The source's average frame spacing in ticks (0 while unknown). An average over
-        dozens of AUs: a recorder's per-AU jitter cancels out, a camera that lowers its frame
-        rate shows within a couple of seconds."""
-        if len(src.stamps) < 2:
-            return 0.0
-        (n0, t0), (n1, t1) = src.stamps[0], src.stamps[-1]
-        return ts_diff(t1, t0) / (n1 - n0)
+        """The source's frame spacing in ticks (0 while unknown): the median of the mean
+        spacings of runs of SPACING_CHUNK AUs over the last few seconds. A run's mean cancels
+        a recorder's per-AU jitter; the median ignores the few runs a stall distorted (a
+        recorder that was stopped stamps its backlog on arrival: a gap, then a burst); a
+        camera that lowers its frame rate shows once half the runs have it."""
+        stamps = src.stamps
+        if len(stamps) <= SPACING_CHUNK:
+            if len(stamps) < 2:
+                return 0.0
+            (n0, t0), (n1, t1) = stamps[0], stamps[-1]
+            return ts_diff(t1, t0) / (n1 - n0)
+        means = []
+        for i in range(len(stamps) - 1 - SPACING_CHUNK, -1, -SPACING_CHUNK):
+            (n0, t0), (n1, t1) = stamps[i], stamps[i + SPACING_CHUNK]
+            means.append(ts_diff(t1, t0) / (n1 - n0))
+        return statistics.median(means)
 
     def _find(self, src: _Source, au: AccessUnit) -> int | None:
         """The outbound index of a copy of ``au`` sent after the source's last position."""
