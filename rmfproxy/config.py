@@ -171,10 +171,14 @@ class SourceConfig(_Credentials):
     name: str | None = None
     transport: Literal["tcp", "udp"] = "tcp"
     username: str | None = None
+    replay_url: str | None = None
+    """Where this recorder replays its archive (ONVIF replay), if not on ``url``."""
 
-    @field_validator("url")
+    @field_validator("url", "replay_url")
     @classmethod
-    def _rtsp_url(cls, v: str) -> str:
+    def _rtsp_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         parts = urlsplit(v)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
             raise ValueError("must be an rtsp:// URL with a host")
@@ -327,6 +331,8 @@ class ArchiveConfig(_Model):
     """Seconds between writes of an open interval's end: what a crash can over-claim."""
     export_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
     """Longest span one recording export may cover (seconds)."""
+    max_playbacks: int = Field(default=8, ge=1, le=1000)
+    """Stitched playback sessions replaying at once (more get 503 at PLAY)."""
 
     @field_validator("retention", mode="before")
     @classmethod

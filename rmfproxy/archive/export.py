@@ -31,32 +31,33 @@ import fractions
 import io
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 import av
 import structlog
 
-from rmfproxy.archive.coverage import Interval, gaps, normalize
-from rmfproxy.archive.replay_client import Codec, ReplayClient, ReplayError
-from rmfproxy.archive.stitch import (
-    ArchiveFrame,
-    StitchedFrame,
-    fetch_ranges,
-    plan,
-    stitch,
+from rmfproxy.archive.coverage import Interval
+from rmfproxy.archive.fetch import (
+    FETCH_MARGIN,
+    ClientFactory,
+    JournalReader,
+    RecorderSource,
+    nal_format,
+    read_window,
+    recorder_sources,
+    replay_client,
 )
-from rmfproxy.config import Config
-from rmfproxy.rtp import h264, h265
+from rmfproxy.archive.fetch import parameter_sets as source_parameter_sets
+from rmfproxy.archive.replay_client import Codec
+from rmfproxy.archive.stitch import ArchiveFrame, StitchedFrame, plan
 from rmfproxy.rtp.nal import NalFormat, to_annexb
 
 log = structlog.get_logger(__name__)
 
-FETCH_MARGIN = 2.0
-"""Seconds each planned span is widened by when read from its recorder."""
 TIME_BASE = fractions.Fraction(1, 90000)
 """The MP4 track's time base (the RTP video clock)."""
 
@@ -71,43 +72,6 @@ class ExportTooLong(ExportError):
 
 class NoFootage(ExportError):
     """No recorder has (or returned) any footage of the span."""
-
-
-class JournalReader(Protocol):
-    """What the export needs of the coverage journal."""
-
-    def intervals(
-        self, camera: str, start: float, end: float
-    ) -> Awaitable[dict[str, list[Interval]]]:
-        """Per source (priority order), the intervals it covered within the window."""
-
-
-@dataclass(frozen=True)
-class RecorderSource:
-    """Where one source of a camera replays from."""
-
-    name: str
-    url: str
-    """The source's URL from the configuration (no credentials in it)."""
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-
-def recorder_sources(config: Config, camera: str) -> list[RecorderSource]:
-    """The sources of ``camera`` in priority order, with their credentials resolved.
-
-    Recorders replay from the URL they serve live on, with ``Require: onvif-replay``.
-    """
-    cam = config.cameras[camera]
-    out = []
-    for i, src in enumerate(cam.sources):
-        secret = src.resolve_password()
-        out.append(
-            RecorderSource(
-                cam.source_name(i), src.url, src.username, secret.value if secret else None
-            )
-        )
-    return out
 
 
 @dataclass(frozen=True)
@@ -135,27 +99,6 @@ class ExportResult:
     """The MP4 when no destination was given."""
 
 
-class ReplayReader(Protocol):
-    """What the export needs of a replay (:class:`ReplayClient`, or a fake in tests)."""
-
-    @property
-    def codec(self) -> Codec | None:
-        """The replayed video's codec, once known."""
-
-    def frames(self, start: float, end: float) -> AsyncIterator[ArchiveFrame]:
-        """The recorded frames from the clean point at or before ``start`` to ``end``."""
-
-    def sdp_parameter_sets(self) -> list[bytes]:
-        """Parameter sets announced in the replay's SDP."""
-
-
-ClientFactory = Callable[[RecorderSource], ReplayReader]
-
-
-def _client(src: RecorderSource) -> ReplayReader:
-    return ReplayClient(src.url, username=src.username, password=src.password, name=src.name)
-
-
 async def export_recording(
     camera: str,
     start: float,
@@ -166,7 +109,7 @@ async def export_recording(
     max_seconds: float,
     dest: str | Path | IO[bytes] | None = None,
     margin: float = FETCH_MARGIN,
-    client: ClientFactory = _client,
+    client: ClientFactory = replay_client,
 ) -> ExportResult:
     """Export ``camera`` over ``[start, end)`` to ``dest`` (a path or a binary file);
     without ``dest`` the MP4 is returned in :attr:`ExportResult.data`.
@@ -185,27 +128,19 @@ async def export_recording(
     began = time.monotonic()
     journaled = await journal.intervals(camera, start, end)
     intervals = {s.name: journaled.get(s.name, []) for s in sources}
-    spans = plan(start, end, intervals)
-    if all(span.source is None for span in spans):
+    if all(span.source is None for span in plan(start, end, intervals)):
         raise NoFootage(f"no recorder covered camera {camera!r} in this span (coverage journal)")
-    ranges = fetch_ranges(spans, start, end, margin)
-    by_name = {s.name: s for s in sources}
-    reads = await asyncio.gather(*(_read(by_name[n], ivs, client) for n, ivs in ranges.items()))
-    got = {s.name: r for s in sources for r in reads if r.name == s.name}  # priority order
-    stitched = stitch(start, end, {n: r.frames for n, r in got.items()})
-    # Second pass: what no frame covers (a recorder failed, or the journal over-claimed
-    # it) is asked of every source that has not been asked for it yet, journal or not.
-    extra = _second_pass(stitched.gaps, ranges, got, sources, margin, start, end)
-    if extra:
-        more = await asyncio.gather(*(_read(by_name[n], ivs, client) for n, ivs in extra.items()))
-        for r in more:
-            old = got.setdefault(r.name, _SourceRead(r.name))
-            old.frames = sorted([*old.frames, *r.frames], key=lambda f: f.capture_time)
-            old.error = old.error or r.error
-            old.codec = old.codec or r.codec
-            old.sdp_params = old.sdp_params or r.sdp_params
-        got = {s.name: got[s.name] for s in sources if s.name in got}
-        stitched = stitch(start, end, {n: r.frames for n, r in got.items()})
+    window = await read_window(
+        camera,
+        start,
+        end,
+        journal=journal,
+        sources=sources,
+        client=client,
+        margin=margin,
+        journaled=journaled,
+    )
+    got, stitched = window.got, window.stitched
     errors = {n: r.error for n, r in got.items() if r.error}
     if not stitched.frames:
         why = "; ".join(f"{n}: {e}" for n, e in errors.items()) or "no frames in the span"
@@ -214,7 +149,7 @@ async def export_recording(
     if len(codecs) != 1:
         raise ExportError(f"the recorders replay different codecs ({sorted(codecs)})")
     codec = codecs.pop()
-    params = {n: _parameter_sets(codec, r.frames) or r.sdp_params for n, r in got.items()}
+    params = {n: source_parameter_sets(codec, r.frames) or r.sdp_params for n, r in got.items()}
     buffer = io.BytesIO() if dest is None else None
     target: str | Path | IO[bytes]
     if buffer is not None:
@@ -263,83 +198,6 @@ async def export_recording(
     return result
 
 
-@dataclass
-class _SourceRead:
-    """What one source's replays returned."""
-
-    name: str
-    frames: list[ArchiveFrame] = field(default_factory=list)
-    error: str = ""
-    codec: Codec | None = None
-    sdp_params: list[bytes] = field(default_factory=list)
-
-
-async def _read(src: RecorderSource, ranges: list[Interval], client: ClientFactory) -> _SourceRead:
-    """Every range of one source, one replay after the other; the frames read before a
-    failure are kept (the stitcher takes the rest from another source)."""
-    out = _SourceRead(src.name)
-    for a, b in ranges:
-        replay = client(src)
-        try:
-            async for frame in replay.frames(a, b):
-                out.frames.append(frame)
-        except ReplayError as exc:
-            out.error = str(exc)
-            log.warning("archive.export_source_failed", source=src.name, reason=out.error[:200])
-            break
-        finally:
-            out.codec = out.codec or replay.codec
-            out.sdp_params = out.sdp_params or replay.sdp_parameter_sets()
-    return out
-
-
-def _second_pass(
-    holes: list[Interval],
-    asked: dict[str, list[Interval]],
-    got: dict[str, _SourceRead],
-    sources: Sequence[RecorderSource],
-    margin: float,
-    start: float,
-    end: float,
-) -> dict[str, list[Interval]]:
-    """Per source that did not fail, the parts of ``holes`` (widened by ``margin``) it has
-    not been asked for."""
-    out: dict[str, list[Interval]] = {}
-    wanted = [(max(start - margin, a - margin), min(end, b + margin)) for a, b in holes]
-    for src in sources:
-        read = got.get(src.name)
-        if read is not None and read.error:
-            continue
-        todo: list[Interval] = []
-        for a, b in wanted:
-            todo += _minus((a, b), asked.get(src.name, []))
-        todo = normalize(todo)
-        if todo:
-            out[src.name] = todo
-    return out
-
-
-def _minus(span: Interval, taken: list[Interval]) -> list[Interval]:
-    """The parts of ``span`` outside every interval of ``taken``."""
-    return gaps([taken], span[0], span[1])
-
-
-def _format(codec: Codec) -> NalFormat:
-    return h264.FORMAT if codec == "h264" else h265.FORMAT
-
-
-def _parameter_sets(codec: Codec, frames: Sequence[ArchiveFrame]) -> list[bytes]:
-    """The parameter sets of the first frame of ``frames`` that carries them all."""
-    fmt = _format(codec)
-    for f in frames:
-        if not f.keyframe:
-            continue
-        found = {fmt.nal_type(n): n for n in f.nals if fmt.nal_type(n) in fmt.param_types}
-        if all(t in found for t in fmt.param_types):
-            return [found[t] for t in fmt.param_types]
-    return []
-
-
 def _has_parameter_sets(fmt: NalFormat, frame: ArchiveFrame) -> bool:
     types = {fmt.nal_type(n) for n in frame.nals}
     return all(t in types for t in fmt.param_types)
@@ -369,10 +227,10 @@ def mux_mp4(
     that lacks them (and the first piece's are the track's extradata)."""
     if not frames:
         raise ValueError("nothing to mux")
-    fmt = _format(codec)
+    fmt = nal_format(codec)
     frames = undecodable_leading_dropped(fmt, frames)
     first = frames[0]
-    params = parameter_sets.get(first.source) or _parameter_sets(codec, [first.frame])
+    params = parameter_sets.get(first.source) or source_parameter_sets(codec, [first.frame])
     if not params:
         raise ExportError(f"no parameter sets from {first.source} (neither in-band nor in SDP)")
     t0 = first.capture_time

@@ -273,6 +273,12 @@ class CoverageJournal:
 
     # reads ------------------------------------------------------------------------
 
+    def history_start(self, camera: str) -> float:
+        """Where the camera's retained history begins: when the journal first watched
+        it, or the retention horizon, whichever is later (npt 0 of a playback)."""
+        now = self._wall()
+        return max(now - self.retention, self._since.get(camera, now))
+
     async def intervals(self, camera: str, start: float, end: float) -> dict[str, list[Interval]]:
         """Per source of ``camera``, the normalized intervals it covered in ``[start, end)``.
 

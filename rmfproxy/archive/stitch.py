@@ -42,6 +42,7 @@ two frames are "the same instant" within half a frame interval.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,8 @@ class Stitched:
     """Frames of the input skipped because their capture time did not rise."""
     per_source: dict[str, int] = field(default_factory=dict)
     """Frames used from each source."""
+    failbacks: frozenset[tuple[str, float]] = frozenset()
+    """(source, capture time) of every keyframe a failback was tried at (kept or not)."""
 
 
 def plan(
@@ -227,15 +230,37 @@ class _Out:
     failback_key: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where an earlier part of the sequence stopped (it was sent already)."""
+
+    source: str
+    """The source of the last frame sent."""
+    capture_time: float
+    """Its capture time."""
+    failbacks: frozenset[tuple[str, float]] = frozenset()
+    """Failbacks tried after it by the walk that sent it (:attr:`Stitched.failbacks`):
+    not tried again, so the resumed walk goes the way that walk went."""
+
+
 def stitch(
     start: float,
     end: float,
     frames: Mapping[str, Sequence[ArchiveFrame]],
     *,
     gap_factor: float = 1.75,
+    resume: Resume | None = None,
 ) -> Stitched:
     """One sequence of frames for ``[start, end)`` from ``frames`` (per source, mapping
-    order = priority, each in capture order): see the module docstring."""
+    order = priority, each in capture order): see the module docstring.
+
+    With ``resume`` the sequence continues one sent before (a stream stitched part by
+    part): the walk starts as if the frame ``resume`` names were the last one out, and
+    none of the frames returned is at or before it. Nothing sent can be taken back, so
+    a takeover that would start at a keyframe at or before that frame starts at the
+    next keyframe after it instead, as after a gap (D, and the hole is in ``gaps``).
+    ``start`` is then ignored.
+    """
     srcs = [_Source(name, fs, end, gap_factor) for name, fs in frames.items()]
     # The camera's frame interval: the densest source's (one that records fewer frames,
     # e.g. keyframes only, must not make the others' pictures look like gaps).
@@ -245,6 +270,16 @@ def stitch(
     taken_back = 0
     used_failbacks: set[tuple[int, int]] = set()
     cur: tuple[int, int] | None = None  # (source, index of the last frame sent from it)
+    pinned = 0  # entries of ``out`` sent before (never taken back): 1 with ``resume``
+    if resume is not None:
+        cur = _resumed(srcs, resume, interval)
+        s, i = cur if cur is not None else (-1, -1)
+        out.append(_Out(s, i, resume.capture_time))
+        pinned = 1
+        for name, ft in resume.failbacks:
+            for fs, src in enumerate(srcs):
+                if src.name == name and (k := src.key_near(ft, 0.25 * src.interval)) is not None:
+                    used_failbacks.add((fs, k))
     budget = 4 * sum(len(s.frames) for s in srcs) + 16
     while budget > 0:
         budget -= 1
@@ -282,19 +317,52 @@ def stitch(
         s, k = pick
         kt = srcs[s].times[k]
         tol = _tol(srcs, s, out[-1].source)
-        while out and out[-1].t >= kt - tol:
-            after_gap = after_gap or out.pop().after_gap
+        sent = out[0]
+        if pinned and kt - tol <= sent.t and sent.source == s and k <= sent.index:
+            # It would take back what was sent only to send the same pictures again
+            # (the same source from an earlier keyframe of the same run): go on from the
+            # last one sent instead.
+            del out[pinned:]
+            cur = (s, sent.index)
+            continue
+        if pinned and kt - tol <= sent.t:
+            # It would take back what was sent: a keyframe after that, or a gap.
+            pick = _takeover(srcs, last_t, interval, after=out[0].t + tol)
+            if pick is None:
+                pick = _after_gap(srcs, last_t + 0.5 * interval)
+                if pick is None:
+                    break
+                after_gap = True
+            s, k = pick
+            kt = srcs[s].times[k]
+        while len(out) > pinned and out[-1].t >= kt - tol:
+            popped = out.pop()
+            after_gap = after_gap or popped.after_gap
             taken_back += 1
         out.append(_Out(s, k, kt, after_gap=after_gap))
         cur = pick
     else:
         raise RuntimeError("stitch did not converge")  # a bug: the budget bounds the work
-    return _result(srcs, out, start, end, taken_back, interval)
+    result = _result(srcs, out, start, end, taken_back, interval, pinned)
+    tried = frozenset((srcs[fs].name, srcs[fs].times[k]) for fs, k in used_failbacks)
+    return dataclasses.replace(result, failbacks=tried)
+
+
+def _resumed(srcs: list[_Source], resume: Resume, interval: float) -> tuple[int, int] | None:
+    """(source, index) of the frame ``resume`` names, if that source returned it."""
+    for s, src in enumerate(srcs):
+        if src.name != resume.source:
+            continue
+        i = bisect.bisect_left(src.times, resume.capture_time - 0.5 * src.interval)
+        if i < len(src.times) and abs(src.times[i] - resume.capture_time) <= 0.5 * src.interval:
+            return (s, i)
+    return None
 
 
 def _tol(srcs: list[_Source], a: int, b: int) -> float:
-    """Half the shorter frame interval of two sources: "the same instant"."""
-    return 0.5 * min(srcs[a].interval, srcs[b].interval)
+    """Half the shorter frame interval of two sources: "the same instant" (a source
+    index of -1, the unknown source of a resumed sequence, counts as the other)."""
+    return 0.5 * min(srcs[x].interval for x in (a, b) if x >= 0)
 
 
 def _first(srcs: list[_Source], start: float) -> tuple[int, int] | None:
@@ -307,12 +375,19 @@ def _first(srcs: list[_Source], start: float) -> tuple[int, int] | None:
     return _after_gap(srcs, start)
 
 
-def _takeover(srcs: list[_Source], last_t: float, interval: float) -> tuple[int, int] | None:
+def _takeover(
+    srcs: list[_Source], last_t: float, interval: float, after: float = float("-inf")
+) -> tuple[int, int] | None:
     """The highest-priority source that can go on after ``last_t`` from a keyframe at or
-    before the next frame instant (``interval``: the camera's frame interval)."""
+    before the next frame instant (``interval``: the camera's frame interval), captured
+    after ``after``."""
     for s, src in enumerate(srcs):
         k = src.key_at_or_before(last_t + 1.5 * interval)
-        if k is not None and src.times[src.run_end[k]] > last_t + 0.5 * interval:
+        if (
+            k is not None
+            and src.times[k] > after
+            and src.times[src.run_end[k]] > last_t + 0.5 * interval
+        ):
             return (s, k)
     return None
 
@@ -346,12 +421,16 @@ def _result(
     end: float,
     taken_back: int,
     interval: float,
+    pinned: int = 0,
 ) -> Stitched:
+    """``out[:pinned]`` was sent before: it only tells the next frame's seam and gap."""
     frames: list[StitchedFrame] = []
     seams = 0
     gaps: list[Interval] = []
     per: dict[str, int] = {}
     for n, o in enumerate(out):
+        if n < pinned:
+            continue
         src = srcs[o.source]
         nxt = out[n + 1] if n + 1 < len(out) else None
         seam = n > 0 and not o.after_gap and out[n - 1].source != o.source
@@ -370,7 +449,7 @@ def _result(
         )
         per[src.name] = per.get(src.name, 0) + 1
     if out:
-        if out[0].t > start + 0.5 * interval:
+        if not pinned and out[0].t > start + 0.5 * interval:
             gaps.insert(0, (start, out[0].t))
         if out[-1].t + 1.5 * interval < end:
             gaps.append((out[-1].t + interval, end))

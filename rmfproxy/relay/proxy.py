@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import structlog
 
+from rmfproxy.archive.fetch import RecorderSource, recorder_sources
+from rmfproxy.archive.playback import StitchedPlayback
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.archive.store import JournalError
 from rmfproxy.config import Config, split_host_port
@@ -17,10 +19,15 @@ from rmfproxy.localports import LocalPorts
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.relay.feed import Feed, _Listener
+from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
 from rmfproxy.serve.limits import ServeLimits
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.upstream.source import RtspSource
+
+REPLAY_PREFIX = "replay/"
+"""``rtsp://proxy/replay/<camera>`` plays history without ``Require: onvif-replay``
+(GStreamer's rtspsrc onvif-mode sends none)."""
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +107,8 @@ class Proxy:
             ),
             local_ports=self.local_ports,
         )
+        self.playback: StitchedPlayback | None = None
+        """Stitched playback over RTSP (with the journal), or None."""
         self.journal: CoverageJournal | None = None
         """The coverage journal (``archive.journal``), or None when not configured."""
         if config.archive.journal is not None:
@@ -110,6 +119,15 @@ class Proxy:
                 retention=config.archive.retention,
                 heartbeat=config.archive.heartbeat,
             )
+            # Playback of history, stitched from the recorders the journal says have it.
+            self.playback = StitchedPlayback(
+                journal=self.journal,
+                sources=self._recorders,
+                live_sdp=self._live_sdp,
+                max_sessions=config.archive.max_playbacks,
+            )
+            self.server.replay = self.playback
+            self.server.replay_prefix = REPLAY_PREFIX
         self.metrics = ProxyMetrics(self)
         self.api: AdminApi | None = None
         if config.api.enabled:
@@ -182,6 +200,16 @@ class Proxy:
         for feed in self.feeds.values():
             await feed.stop()
         log.info("proxy.stopped")
+
+    def _recorders(self, camera: str) -> list[RecorderSource] | None:
+        """Where ``camera``'s sources replay from, in priority order (None: no camera)."""
+        if camera not in self.config.cameras:
+            return None
+        return recorder_sources(self.config, camera)
+
+    def _live_sdp(self, camera: str) -> SessionDescription | None:
+        feed = self.feeds.get(camera)
+        return None if feed is None else feed.sdp()
 
     def _health_samples(self) -> Iterator[tuple[str, str, bool]]:
         """``(camera, source, healthy)`` of every source now (the journal samples this)."""

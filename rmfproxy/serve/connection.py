@@ -49,6 +49,7 @@ from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.serve.deadlines import ConnectionDeadlines
 from rmfproxy.serve.replay import (
     REPLAY_TAG,
+    ReplayBusy,
     ReplayRangeError,
     ReplayRequest,
     ReplayStream,
@@ -409,7 +410,7 @@ class RtspConnection(asyncio.Protocol):
             if req.method != "OPTIONS":
                 # Every method but OPTIONS needs credentials (RFC 2326 §10.1 allows
                 # OPTIONS at any time; clients probe with it before authenticating).
-                self._user = self._authorize(req, None if req.uri == "*" else split_uri(req.uri)[0])
+                self._user = self._authorize(req, None if req.uri == "*" else self._camera_of(req))
             response: Response = handler(req, headers)
         except RequestError as err:
             self._after_reply = None
@@ -533,6 +534,11 @@ class RtspConnection(asyncio.Protocol):
         if missing:
             raise RequestError(551, "option not supported", {"Unsupported": ", ".join(missing)})
 
+    def _camera_of(self, req: Request) -> str:
+        """The camera a request's URI names (rights are per camera, live or replay)."""
+        path = split_uri(req.uri)[0]
+        return self._replay_camera(req, path) or path
+
     def _replay_camera(self, req: Request, path: str) -> str | None:
         """The camera a replay request is for; None for a live request."""
         if REPLAY_TAG in requires(req.headers):
@@ -548,7 +554,10 @@ class RtspConnection(asyncio.Protocol):
     def _replay_stream(self, path: str) -> ReplayStream:
         """A replay session's own media source (Require: onvif-replay)."""
         assert self.server.replay is not None  # _check_require answered 551 otherwise
-        source = self.server.replay.open(path)
+        try:
+            source = self.server.replay.open(path)
+        except ReplayBusy as exc:
+            raise RequestError(503, str(exc), {"Retry-After": "1"}) from None
         if source is None:
             raise RequestError(404, "no such camera")
         return ReplayStream(source, self.writable, path=path)
@@ -573,7 +582,10 @@ class RtspConnection(asyncio.Protocol):
         camera = self._replay_camera(req, path)
         if camera is not None:
             assert self.server.replay is not None
-            sdp = self.server.replay.describe(camera)
+            try:
+                sdp = self.server.replay.describe(camera)
+            except ReplayBusy as exc:
+                raise RequestError(503, str(exc), {"Retry-After": "1"}) from None
             if sdp is None or track is not None:
                 raise RequestError(404, "no such camera")
         else:
@@ -773,6 +785,9 @@ class RtspConnection(asyncio.Protocol):
             start = replay.seek(request, over_tcp=over_tcp)
         except ReplayUnsupported as exc:
             raise RequestError(551, str(exc)) from None
+        except ReplayBusy as exc:
+            retry = {"Retry-After": str(self.server.limits.retry_after)}
+            raise RequestError(503, str(exc), retry) from None
         except ReplayRangeError as exc:
             raise RequestError(457, str(exc)) from None
         except ValueError as exc:

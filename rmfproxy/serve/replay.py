@@ -69,6 +69,10 @@ class ReplayUnsupported(ValueError):
     """A replay feature this server does not implement (551 Option not supported)."""
 
 
+class ReplayBusy(Exception):
+    """Too many replays at once (503 Service Unavailable, Retry-After)."""
+
+
 def parse_clock(value: str) -> float:
     """``YYYYMMDDTHHMMSS[.fraction]Z`` (RFC 2326 §3.7, UTC) as Unix time."""
     m = _CLOCK.match(value.strip())
@@ -219,11 +223,15 @@ class ReplaySource(Protocol):
 
     def seek(self, request: ReplayRequest) -> ReplayStart:
         """Position for ``request`` (no Range: resume after the last frame given out);
-        ``ReplayRangeError`` if nothing recorded lies in the range."""
+        ``ReplayRangeError`` if nothing recorded lies in the range, ``ReplayBusy`` if
+        it cannot be played now."""
 
-    def next_frame(self) -> ReplayFrame | None:
+    async def next_frame(self) -> ReplayFrame | None:
         """The next frame of the range, or None once the range is done (the frame
         before carried T)."""
+
+    def close(self) -> None:
+        """The session ended (idempotent)."""
 
 
 class ReplayProvider(Protocol):
@@ -310,6 +318,12 @@ class ReplayStream:
             self._task.cancel()
             self._task = None
 
+    def close(self) -> None:
+        """The session ended: stop sending, let the source go."""
+        if self._sink is not None:
+            self.detach(self._sink)
+        self.source.close()
+
     # sending -------------------------------------------------------------------------
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -332,7 +346,13 @@ class ReplayStream:
             pkt, key = self._pending.pop(0)
             sink.deliver(0, pkt, key)
         while True:
-            frame = self.source.next_frame()
+            try:
+                frame = await self.source.next_frame()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the recorders behind it failed: end the range
+                log.error("replay.source_failed", camera=self.path, error=str(exc)[:200])
+                break
             if frame is None:
                 break
             t = frame.capture_time

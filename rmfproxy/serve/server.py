@@ -20,7 +20,7 @@ from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.serve.access import AccessControl
 from rmfproxy.serve.connection import RtspConnection
 from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
-from rmfproxy.serve.replay import ReplayProvider
+from rmfproxy.serve.replay import ReplayProvider, ReplayStream
 from rmfproxy.serve.session import ClientSession, State
 from rmfproxy.serve.stream import MediaStream
 
@@ -203,6 +203,8 @@ class RtspServer:
         if session.sink is not None:
             session.stream.detach(session.sink)
             session.sink.closed = True
+        if isinstance(session.stream, ReplayStream):
+            session.stream.close()
         self.sessions.pop(session.id, None)
         for addr, s in list(self.udp_peers.items()):
             if s is session:

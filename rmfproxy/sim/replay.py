@@ -126,7 +126,10 @@ class SimReplaySource:
             rtptime=self._rtp_time(begin.n),
         )
 
-    def next_frame(self) -> ReplayFrame | None:
+    def close(self) -> None:
+        """Nothing to release: the archive is the recorder's."""
+
+    async def next_frame(self) -> ReplayFrame | None:
         """The next frame of the range, packetized, with its extension flags."""
         if self._next_n is None:
             return None
