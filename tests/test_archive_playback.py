@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 
-from rmfproxy.archive.playback import stitched_frames
+from rmfproxy.archive.coverage import Interval
+from rmfproxy.archive.playback import (
+    PlaybackStats,
+    StitchedSource,
+    playback_sdp,
+    stitched_frames,
+)
 from rmfproxy.archive.stitch import ArchiveFrame, Resume, StitchedFrame, stitch
+from rmfproxy.rtp import h264
+from rmfproxy.rtp import packet as rtp
+from rmfproxy.rtp.onvif import ReplayExtension, parse_replay_extension
+from rmfproxy.rtp.seqnum import ts_diff
+from rmfproxy.rtsp.message import Headers
+from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.replay import ReplayBusy, ReplayRangeError, ReplayRequest, format_clock
+from rmfproxy.sim.marker import find_marker
+from tests.test_archive_export import GOP, FakeJournal, FakeRecorder
+from tests.test_archive_export import SOURCES as EXPORT_SOURCES
+from tests.test_archive_export import t as et
 from tests.test_archive_stitch import numbers, recorder, recorders, t
 
 PART = t(50)
@@ -94,3 +114,183 @@ def test_a_resumed_stitch_never_takes_back_what_was_sent() -> None:
     got = stitch(t(0), t(200), {"r2": r2}, resume=Resume("r1", t(50)))
     assert numbers(got)[0] == 60 and got.frames[0].discontinuity
     assert all(b > a for a, b in itertools.pairwise(numbers(got)))
+
+
+# StitchedSource: the RTP a playback session sends -------------------------------------
+
+
+class History(FakeJournal):
+    def history_start(self, camera: str) -> float:
+        return et(0)
+
+
+def session(
+    recorders: dict[str, FakeRecorder], journal: dict[str, list[Interval]], **kw: Any
+) -> tuple[StitchedSource, PlaybackStats]:
+    stats = PlaybackStats()
+    live = SessionDescription.parse(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n"
+        "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=0\r\n"
+        "m=audio 0 RTP/AVP 0\r\na=control:trackID=1\r\n"
+    )
+    made = playback_sdp(live, (et(0), et(1000)))
+    assert made is not None
+    sdp, pt, codec = made
+    assert pt == 96 and codec == "h264" and len(sdp.media) == 1
+    src = StitchedSource(
+        "cam",
+        sdp,
+        pt,
+        codec,
+        journal=History(journal),
+        sources=[s for s in EXPORT_SOURCES if s.name in recorders],
+        history_start=lambda: et(0),
+        stats=stats,
+        client=lambda s: recorders[s.name],
+        wall=lambda: et(1000),
+        part=4.0,
+        hold=1.0,
+        **kw,
+    )
+    return src, stats
+
+
+async def play(src: StitchedSource, **headers: str) -> list[tuple[bytes, ReplayExtension]]:
+    src.seek(ReplayRequest.from_headers(Headers({"CSeq": "3", **headers})))
+    out: list[tuple[bytes, ReplayExtension]] = []
+    while (frame := await src.next_frame()) is not None:
+        for pkt in frame.packets:
+            ext = parse_replay_extension(pkt)
+            assert ext is not None, "a packet without the 0xABAC extension"
+            out.append((pkt, ext))
+    return out
+
+
+def by_frame(pkts: list[tuple[bytes, ReplayExtension]]) -> list[dict[str, Any]]:
+    """Per frame: counter, capture time, RTP timestamp, flags (E/T on the last packet,
+    D on the first), NAL types."""
+    out: list[dict[str, Any]] = []
+    depay = h264.depacketizer()
+    cur: list[tuple[bytes, ReplayExtension]] = []
+    for pkt, ext in pkts:
+        cur.append((pkt, ext))
+        h = rtp.parse_header(pkt)
+        if not h.marker:
+            continue
+        nals = []
+        for p, _ in cur:
+            hh = rtp.parse_header(p)
+            nals += depay.push(p[hh.payload_offset : hh.payload_end])
+        mark = find_marker(b"".join(nals))
+        assert mark is not None
+        first, last = cur[0][1], cur[-1][1]
+        out.append(
+            {
+                "n": mark[0],
+                "t": first.unix_time,
+                "ts": h.timestamp,
+                "C": first.clean,
+                "D": first.discontinuity,
+                "E": last.end,
+                "T": last.terminal,
+                "types": [n[0] & 0x1F for n in nals],
+            }
+        )
+        cur = []
+    assert not cur, "packets after the last marker"
+    return out
+
+
+def check_rtp(pkts: list[tuple[bytes, ReplayExtension]]) -> None:
+    seqs = [rtp.sequence(p) for p, _ in pkts]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    assert len({rtp.parse_header(p).ssrc for p, _ in pkts}) == 1
+    assert {e.cseq for _, e in pkts} == {3}
+
+
+async def test_a_gap_both_recorders_have_is_e_then_d_and_the_end_is_t() -> None:
+    # r1 lacks 100-149, r2 lacks 120-139: r2 fills 100-119, then a real gap (120-139;
+    # the next keyframe of either is 140), then r2 until r1's keyframe at 150.
+    r1 = FakeRecorder("r1", [n for n in range(300) if not 100 <= n < 150])
+    r2 = FakeRecorder("r2", [n for n in range(300) if not 120 <= n < 140])
+    journal = {"r1": [(et(0), et(100)), (et(150), et(300))], "r2": [(et(0), et(120))]}
+    src, stats = session({"r1": r1, "r2": r2}, journal)
+    pkts = await play(src, Range=f"clock={format_clock(et(10))}-{format_clock(et(290))}")
+    check_rtp(pkts)
+    frames = by_frame(pkts)
+    assert [f["n"] for f in frames] == [n for n in range(10, 290) if not 120 <= n < 140]
+    assert [f["n"] for f in frames if f["E"]] == [119]
+    assert [f["n"] for f in frames if f["D"]] == [100, 140, 150]  # seam, gap, seam
+    assert [f["T"] for f in frames] == [False] * (len(frames) - 1) + [True]
+    assert all(f["C"] == (f["n"] % GOP == 0) for f in frames)
+    assert all(abs(f["t"] - et(f["n"])) < 1e-4 for f in frames)  # true capture times
+    steps = [ts_diff(b["ts"], a["ts"]) for a, b in itertools.pairwise(frames)]
+    assert all(s == 3600 for i, s in enumerate(steps) if frames[i]["n"] != 119)
+    assert steps[[f["n"] for f in frames].index(119)] == 21 * 3600  # the gap, kept
+    assert stats.seams == {"cam": 2} and stats.gaps == {"cam": 1}
+    assert src.ssrc(0) == rtp.parse_header(pkts[0][0]).ssrc
+
+
+async def test_a_seek_is_d_on_a_keyframe_and_timestamps_never_go_back() -> None:
+    r1 = FakeRecorder("r1", range(300))
+    src, _ = session({"r1": r1}, {"r1": [(et(0), et(300))]})
+    first = by_frame(
+        await play(src, Range=f"clock={format_clock(et(200))}-{format_clock(et(220))}")
+    )
+    back = by_frame(await play(src, Range=f"npt={(et(53) - et(0)):.3f}-{(et(75) - et(0)):.3f}"))
+    assert [f["n"] for f in first] == list(range(200, 220))
+    assert [f["n"] for f in back] == list(range(50, 75))  # from the keyframe before 53
+    assert back[0]["D"] and back[0]["C"] and not any(f["D"] for f in back[1:])
+    assert ts_diff(back[0]["ts"], first[-1]["ts"]) > 0
+
+
+async def test_intra_only_sends_keyframes() -> None:
+    r1 = FakeRecorder("r1", range(100))
+    src, _ = session({"r1": r1}, {"r1": [(et(0), et(100))]})
+    got = by_frame(
+        await play(src, Range=f"clock={format_clock(et(0))}-{format_clock(et(95))}", Frames="intra")
+    )
+    assert [f["n"] for f in got] == list(range(0, 95, GOP))
+
+
+async def test_the_piece_of_a_standby_without_inband_parameter_sets_gets_them() -> None:
+    r1 = FakeRecorder("r1", range(0, 50))
+    r2 = FakeRecorder("r2", range(0, 100))
+    r2.recorded = [
+        dataclasses.replace(f, nals=tuple(n for n in f.nals if n[0] & 0x1F not in (7, 8)))
+        for f in r2.recorded
+    ]
+    src, _ = session({"r1": r1, "r2": r2}, {"r1": [(et(0), et(50))], "r2": [(et(0), et(100))]})
+    got = by_frame(await play(src, Range=f"clock={format_clock(et(0))}-{format_clock(et(99))}"))
+    seam = next(f for f in got if f["D"])
+    assert seam["n"] == 50 and seam["types"][:2] == [7, 8]  # SPS, PPS from r2's SDP
+    assert [f["n"] for f in got] == list(range(99))
+
+
+async def test_playbacks_beyond_the_limit_are_refused_until_one_ends() -> None:
+    r1 = FakeRecorder("r1", range(100))
+    stats = PlaybackStats()
+    a, _ = session({"r1": r1}, {"r1": [(et(0), et(100))]}, max_sessions=1)
+    b, _ = session({"r1": r1}, {"r1": [(et(0), et(100))]}, max_sessions=1)
+    a._stats = b._stats = stats  # one proxy's playbacks
+    rng = f"clock={format_clock(et(0))}-{format_clock(et(50))}"
+    await play(a, Range=rng)
+    with pytest.raises(ReplayBusy):
+        b.seek(ReplayRequest.from_headers(Headers({"CSeq": "1", "Range": rng})))
+    assert stats.sessions == 1 and stats.refused == 1
+    a.close()
+    assert len(await play(b, Range=rng)) > 0 and stats.sessions == 1
+    b.close()
+    assert stats.sessions == 0
+
+
+async def test_a_range_before_the_history_is_457() -> None:
+    src, _ = session({"r1": FakeRecorder("r1", range(10))}, {"r1": []})
+    with pytest.raises(ReplayRangeError):
+        src.seek(
+            ReplayRequest.from_headers(
+                Headers(
+                    {"CSeq": "1", "Range": f"clock={format_clock(et(-50))}-{format_clock(et(-1))}"}
+                )
+            )
+        )
