@@ -235,6 +235,39 @@ class _ArchiveCollector(Collector):
                 ratio.add_metric([cam, source], r)
         yield uncovered
         yield ratio
+        playback = self.proxy.playback
+        if playback is None:
+            return
+        st = playback.stats
+        yield GaugeMetricFamily(
+            "rmfproxy_playback_sessions",
+            "Stitched playback sessions replaying now.",
+            value=st.sessions,
+        )
+        yield CounterMetricFamily(
+            "rmfproxy_playback_started",
+            "Playback ranges started (PLAY with a Range, seeks included).",
+            value=st.started,
+        )
+        yield CounterMetricFamily(
+            "rmfproxy_playback_refused",
+            "Playbacks refused with 503: archive.max_playbacks were replaying.",
+            value=st.refused,
+        )
+        per_camera = (
+            ("rmfproxy_playback_seams", "Switches between recorders in played streams.", st.seams),
+            (
+                "rmfproxy_playback_gaps",
+                "Holes no recorder had footage for, met in played streams (E/D sent).",
+                st.gaps,
+            ),
+            ("rmfproxy_playback_frames", "Frames sent by stitched playback.", st.frames),
+        )
+        for name, doc, values in per_camera:
+            family = CounterMetricFamily(name, doc, labels=["camera"])
+            for cam in sorted({*self.proxy.feeds, *values}):
+                family.add_metric([cam], values.get(cam, 0))
+            yield family
 
 
 class ProxyMetrics:
