@@ -25,6 +25,7 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,47 @@ from rmfproxy.sim.recorder import SimRecorder
 class ArchiveJournal:
     """The journal's answer made from what the recorders really recorded."""
 
-    def __init__(self, recorders: dict[str, SimRecorder]) -> None:
+    def __init__(self, recorders: dict[str, SimRecorder], since: float = 0.0) -> None:
         self.recorders = recorders
+        self.since = since
+
+    def history_start(self, camera: str) -> float:
+        return self.since
 
     async def intervals(self, camera: str, start: float, end: float) -> dict[str, list[Interval]]:
         return {name: rec.archive.spans(camera) for name, rec in self.recorders.items()}
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class History:
+    """Two in-process recorders holding the same history, r1 with a hole in the middle."""
+
+    recorders: dict[str, SimRecorder]
+    first: int
+    last: int
+    hole: range
+    fps: int
+    encode_s: float
+    fill_s: float
+
+    @property
+    def start(self) -> float:
+        return self.first / self.fps
+
+    @property
+    def end(self) -> float:
+        return (self.last + 1) / self.fps
+
+    def sources(self) -> list[RecorderSource]:
+        return [RecorderSource(name, rec.url("cam")) for name, rec in self.recorders.items()]
+
+    async def stop(self) -> None:
+        for rec in self.recorders.values():
+            await rec.stop()
+
+
+async def make_history(args: argparse.Namespace) -> History:
+    """Encode the clip, start both recorders, fill ``args.seconds`` of history."""
     width, height = (int(x) for x in args.size.split("x"))
     began = time.perf_counter()
     clip = encode_clip(
@@ -82,8 +116,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             recs["r1"].cameras["cam"].frame_packets(n)
         recs["r2"].cameras["cam"].frame_packets(n)
     fill_s = time.perf_counter() - began
+    return History(recs, first, last, hole, fps, encode_s, fill_s)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    width, height = (int(x) for x in args.size.split("x"))
+    history = await make_history(args)
+    recs, first, last, fps = history.recorders, history.first, history.last, history.fps
+    encode_s, fill_s = history.encode_s, history.fill_s
     start, end = first / fps, (last + 1) / fps
-    sources = [RecorderSource(name, rec.url("cam")) for name, rec in recs.items()]
+    sources = history.sources()
     try:
         with tempfile.TemporaryDirectory(prefix="rmfproxy-bench-") as tmp:
             dest = Path(tmp) / "export.mp4"
@@ -102,8 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu = time.process_time() - cpu0
             checked = _check(dest, first, last) if args.verify else None
     finally:
-        for rec in recs.values():
-            await rec.stop()
+        await history.stop()
     mb = result.size / 1e6
     return {
         "span_seconds": round(end - start, 3),

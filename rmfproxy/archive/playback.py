@@ -19,7 +19,8 @@ Theory of operation.
   as long as GOPs are shorter than ``HOLD`` (a longer one can only cost a flagged hole
   at a part's edge, never a repeated or undecodable picture). The last frame sent is
   kept back until the next one is known, so its E flag (a gap follows) is right.
-  The next part is read while the current one plays.
+  The next part is read while the current one plays; the first part is short
+  (``HOLD + FIRST_OUT``), so the first frame goes out after a short read.
 - **Which recorder.** Each part is read as the export reads its window
   (:func:`~rmfproxy.archive.fetch.read_window`): the coverage journal says who
   covered what, the primary is preferred, the standby fills the primary's holes,
@@ -81,6 +82,8 @@ PART_SECONDS = 30.0
 """Seconds of history read and stitched at a time."""
 HOLD = 8.0
 """Seconds at the end of a part left to the next (more than a GOP)."""
+FIRST_OUT = 2.0
+"""Seconds of history the first part sends: a short first read, a quick first frame."""
 MTU = 1400
 CLOCK_RATE = 90000
 _M32 = 0xFFFFFFFF
@@ -102,7 +105,7 @@ async def stitched_frames(
         raise ValueError("a part must be longer than twice the hold")
     resume: Resume | None = None
     pending: StitchedFrame | None = None
-    b = min(end, start + part)
+    b = min(end, start + min(part, hold + FIRST_OUT))
     task: asyncio.Task[Mapping[str, Sequence[ArchiveFrame]]] | None = asyncio.ensure_future(
         fetch(start, b)
     )
