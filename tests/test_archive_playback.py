@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -156,6 +156,7 @@ def session(
 
 
 async def play(src: StitchedSource, **headers: str) -> list[tuple[bytes, ReplayExtension]]:
+    """PLAY (with the given headers: no Range resumes) and read until the range ends."""
     src.seek(ReplayRequest.from_headers(Headers({"CSeq": "3", **headers})))
     out: list[tuple[bytes, ReplayExtension]] = []
     while (frame := await src.next_frame()) is not None:
@@ -294,3 +295,31 @@ async def test_a_range_before_the_history_is_457() -> None:
                 )
             )
         )
+
+
+class SlowRecorder(FakeRecorder):
+    async def frames(self, start: float, end: float) -> AsyncIterator[ArchiveFrame]:
+        await asyncio.sleep(0.05)  # a recorder that takes its time to answer
+        async for f in super().frames(start, end):
+            yield f
+
+
+async def test_a_pause_while_the_recorders_are_read_loses_nothing() -> None:
+    src, _ = session({"r1": SlowRecorder("r1", range(300))}, {"r1": [(et(0), et(300))]})
+    rng = f"clock={format_clock(et(0))}-{format_clock(et(250))}"
+    src.seek(ReplayRequest.from_headers(Headers({"CSeq": "3", "Range": rng})))
+    got: list[tuple[bytes, ReplayExtension]] = []
+    for _ in range(3):  # PAUSE (the sender cancelled) in the middle of each read
+        reader = asyncio.ensure_future(src.next_frame())
+        await asyncio.sleep(0.01)
+        assert not reader.done()
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        got += await play(src)  # PLAY without a Range: resume
+        if got and got[-1][1].terminal:
+            break
+    frames = by_frame(got)
+    assert [f["n"] for f in frames] == list(range(250))
+    assert not any(f["D"] for f in frames) and frames[-1]["T"]
+    src.close()

@@ -44,7 +44,7 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -99,7 +99,7 @@ async def stitched_frames(
     *,
     part: float = PART_SECONDS,
     hold: float = HOLD,
-) -> AsyncIterator[StitchedFrame]:
+) -> AsyncGenerator[StitchedFrame, None]:
     """The stitched frames of ``[start, end)``, read part by part (module docstring)."""
     if part <= 2 * hold:
         raise ValueError("a part must be longer than twice the hold")
@@ -204,7 +204,9 @@ class StitchedSource:
         self._anchor: tuple[float, int] = (0.0, self._ts_base)
         """(capture time, RTP timestamp) the stream's timestamps are counted from."""
         self._last_ts: int | None = None
-        self._frames: AsyncIterator[StitchedFrame] | None = None
+        self._frames: AsyncGenerator[StitchedFrame, None] | None = None
+        self._pull: asyncio.Future[StitchedFrame | None] | None = None
+        """The task reading the next frame (it survives a cancelled ``next_frame``)."""
         self._window: tuple[float, float] | None = None
         self._intra = False
         self._cseq = 0
@@ -262,9 +264,7 @@ class StitchedSource:
         # never go backwards, even for a seek back in time (D tells the client).
         first_ts = self._ts_base if self._last_ts is None else (self._last_ts + 1) & _M32
         self._anchor = (start - self._hold, first_ts)
-        self._frames = stitched_frames(
-            start, end, self._fetch, part=self._part, hold=self._hold
-        ).__aiter__()
+        self._frames = stitched_frames(start, end, self._fetch, part=self._part, hold=self._hold)
         self._intra = request.intra_only
         self._cseq = request.cseq
         self._seeked = self._played
@@ -282,11 +282,17 @@ class StitchedSource:
         return self._reply(start, end)
 
     async def next_frame(self) -> ReplayFrame | None:
-        """The next frame of the window, packetized, or None once it is done."""
+        """The next frame of the window, packetized, or None once it is done.
+
+        The frame is pulled by a task of its own, shielded: a PAUSE that cancels the
+        sender while the recorders are being read does not end the window (the resume
+        gets the frame that read was for)."""
         while self._frames is not None:
-            try:
-                f = await self._frames.__anext__()
-            except StopAsyncIteration:
+            if self._pull is None:
+                self._pull = asyncio.ensure_future(_pull(self._frames))
+            f = await asyncio.shield(self._pull)
+            self._pull = None
+            if f is None:
                 self._frames = None
                 return None
             packets = self._packets(f)
@@ -308,11 +314,10 @@ class StitchedSource:
 
     def _close_frames(self) -> None:
         frames, self._frames = self._frames, None
+        pull, self._pull = self._pull, None
         if frames is not None:
-            aclose = getattr(frames, "aclose", None)
-            if aclose is not None:
-                task = asyncio.ensure_future(aclose())
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task = asyncio.ensure_future(_dispose(frames, pull))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _reply(self, start: float, end: float) -> ReplayStart:
         return ReplayStart(start=start, end=end, sequence=self._seq, rtptime=self._timestamp(start))
@@ -419,6 +424,26 @@ class StitchedSource:
                 until=_iso(f.capture_time),
                 seconds=round(f.capture_time - prev.capture_time, 3),
             )
+
+
+async def _pull(frames: AsyncGenerator[StitchedFrame, None]) -> StitchedFrame | None:
+    try:
+        return await anext(frames)
+    except StopAsyncIteration:
+        return None
+
+
+async def _dispose(
+    frames: AsyncGenerator[StitchedFrame, None],
+    pull: asyncio.Future[StitchedFrame | None] | None,
+) -> None:
+    """Stop a window: its pending read first (a generator cannot be closed while it
+    runs), then the generator (which cancels its read-ahead)."""
+    if pull is not None:
+        pull.cancel()
+        with contextlib.suppress(BaseException):
+            await pull
+    await frames.aclose()
 
 
 def _iso(t: float) -> str:
