@@ -23,7 +23,12 @@ import av
 import pytest
 import structlog
 
-from rmfproxy.archive.replay_client import ReplayClient
+from rmfproxy.archive.replay_client import (
+    ReplayAuthFailed,
+    ReplayClient,
+    ReplayError,
+    ReplayStatusError,
+)
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.rtp import h264
 from rmfproxy.sim.marker import find_marker
@@ -213,3 +218,50 @@ async def gstreamer_onvif(url: str, out: Path) -> tuple[list[int], str, int, int
         stdout, _ = await proc.communicate()
     decoded, errors = await asyncio.to_thread(decode_file, out)
     return annexb_counters(out), stdout.decode(errors="replace"), decoded, errors
+
+
+@pytest.mark.timeout(60)
+async def test_playback_needs_the_users_rights_on_the_camera(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RMF_TEST_ALICE", "alice-pw-9")
+    monkeypatch.setenv("RMF_TEST_BOB", "bob-pw-9")
+    users = [
+        {"name": "alice", "password_env": "RMF_TEST_ALICE", "cameras": ["lobby"]},
+        {"name": "bob", "password_env": "RMF_TEST_BOB", "cameras": ["gate"]},
+    ]
+    archive = {"journal": str(tmp_path / "coverage.sqlite")}
+    async with relay(
+        archive=archive, cameras=("lobby", "gate"), rtsp={"users": users}, size=(160, 96)
+    ) as (_sim, proxy):
+        journal = proxy.journal
+        assert journal is not None
+        await wait_for(lambda: both_live(journal))
+        await asyncio.sleep(2.0)
+        end = time.time() - 0.3
+        start = end - 1.0
+        alice = ReplayClient(proxy.url("lobby"), username="alice", password="alice-pw-9")
+        got = await alice.fetch(start, end)
+        assert len(got) >= FPS and got[0].keyframe
+        for who, password in (("bob", "bob-pw-9"), ("alice", "wrong"), (None, None)):
+            client = ReplayClient(proxy.url("lobby"), username=who, password=password)
+            with pytest.raises(ReplayError) as err:
+                await client.fetch(start, end)
+            assert isinstance(err.value, ReplayAuthFailed | ReplayStatusError), err.value
+            if who == "bob":  # authenticated, but not for this camera: 404 as for live
+                assert isinstance(err.value, ReplayStatusError) and err.value.status == 404
+        # the replay/ URL is the same camera: the same rights
+        url = proxy.url("replay/lobby")
+        ok, refused = await asyncio.gather(
+            asyncio.to_thread(
+                read_rtsp, url.replace("rtsp://", "rtsp://alice:alice-pw-9@"), seconds=2.0
+            ),
+            asyncio.to_thread(
+                read_rtsp,
+                url.replace("rtsp://", "rtsp://bob:bob-pw-9@"),
+                seconds=2.0,
+                open_timeout=3.0,
+            ),
+        )
+    assert ok.error is None and ok.decode_errors == 0 and ok.frames_decoded > FPS
+    assert refused.error is not None and refused.frames_decoded == 0
