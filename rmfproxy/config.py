@@ -211,6 +211,14 @@ class CameraConfig(_Model):
     """Seconds client sessions stay open while no source is healthy."""
     hitless: bool = True
     """Merge sources that carry the same access units (no frame lost or repeated)."""
+    id: str | None = Field(default=None, min_length=1, max_length=256)
+    """Durable identity of the camera (a serial number, the VMS's camera GUID), kept across
+    renames and sites: what ``rmfproxy consolidate`` matches cameras by. Not used on the wire."""
+    bitrate_mbps: float = Field(default=4.0, gt=0, le=100_000)
+    """Expected bitrate of one stream of this camera (Mbit/s), for ``rmfproxy plan``."""
+    pending: bool = False
+    """Imported while none of its sources answered (``rmfproxy consolidate --probe``): relayed
+    like any camera, listed by ``rmfproxy plan`` until the flag is removed."""
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> CameraConfig:
@@ -352,6 +360,34 @@ class ArchiveConfig(_Model):
         return v
 
 
+class CapacityConfig(_Model):
+    """What one recorder can serve to the proxy at once (``rmfproxy plan``)."""
+
+    cameras: int | None = Field(default=None, gt=0, le=1_000_000)
+    """Streams at once: one per camera source on this recorder (None: not limited)."""
+    mbps: float | None = Field(default=None, gt=0, le=10_000_000)
+    """Mbit/s of those streams together (None: not limited)."""
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> CapacityConfig:
+        if self.cameras is None and self.mbps is None:
+            raise ValueError("give cameras, mbps or both (leave capacity out when unknown)")
+        return self
+
+
+class RecorderConfig(_Model):
+    """A recorder as ``rmfproxy plan`` sees it; the proxy itself does not use this section.
+
+    A source belongs to the recorder its ``name`` names here; a source whose name is not
+    a key of ``recorders`` belongs to the recorder ``host:port`` of its URL.
+    """
+
+    site: str | None = Field(default=None, min_length=1, max_length=64)
+    """Fault domain: recorders of one site can fail together (building, power, uplink)."""
+    capacity: CapacityConfig | None = None
+    """Its limits (None: unknown, its load is reported but not checked)."""
+
+
 class Config(_Model):
     """The whole rmfproxy configuration file."""
 
@@ -360,6 +396,8 @@ class Config(_Model):
     log: LogConfig = Field(default_factory=LogConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     cameras: dict[str, CameraConfig] = Field(min_length=1)
+    recorders: dict[str, RecorderConfig] = Field(default_factory=dict)
+    """Recorder name -> site and capacity, for ``rmfproxy plan`` (optional)."""
 
     @field_validator("cameras")
     @classmethod
@@ -396,13 +434,7 @@ def parse_config(data: Any) -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False, include_input=False):
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            problems.append((_where(err["loc"]), msg))
-        raise ConfigError(problems) from None
+        raise ConfigError(_model_problems(exc)) from None
     problems = []
     for cam_id, cam in cfg.cameras.items():
         for i, src in enumerate(cam.sources):
@@ -436,6 +468,34 @@ def parse_config(data: Any) -> Config:
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _model_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, message)`` for every error pydantic found."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        problems.append((_where(err["loc"]), msg))
+    return problems
+
+
+def parse_config_offline(data: Any) -> Config:
+    """Validate the document alone, reading nothing of this machine.
+
+    Every field is checked as in :func:`parse_config` (inline secrets refused too), but
+    no secret is resolved (environment variables and password files stay unread) and no
+    path or listener is checked: for tools that plan or merge configurations away from
+    the proxy (``rmfproxy plan``, ``rmfproxy consolidate``). ``check`` and ``run`` use
+    :func:`parse_config`.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError([("(top level)", "the file must hold a mapping with 'cameras'")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_model_problems(exc)) from None
 
 
 def _listen_hosts(host: str) -> set[str]:
