@@ -9,11 +9,12 @@ import signal
 import sys
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import uvloop
 
 from rmfproxy import __version__
-from rmfproxy.config import ConfigError, load_config
+from rmfproxy.config import ConfigError, load_config, load_document, parse_config
 from rmfproxy.log import configure_logging
 
 
@@ -147,9 +148,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the proxy until SIGINT/SIGTERM."""
+    """Run the proxy until SIGINT/SIGTERM; SIGHUP re-reads the configuration file."""
     try:
-        cfg = load_config(args.config)
+        document = load_document(args.config)
+        cfg = parse_config(document)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -158,15 +160,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rmfproxy.relay.proxy import ListenError, Proxy
 
     async def run(stop: asyncio.Event) -> int:
-        proxy = Proxy(cfg)
+        proxy = Proxy(cfg, document=document, path=Path(args.config))
         try:
             await proxy.start()
         except (ListenError, JournalError) as exc:
             print(f"rmfproxy: {exc}", file=sys.stderr)
             return 2
+        reloads: set[asyncio.Task[object]] = set()
+
+        def reload() -> None:
+            task = asyncio.create_task(proxy.keeper.reload(), name="config-reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload)
         try:
             await stop.wait()
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             await proxy.stop()
         return 0
 

@@ -398,6 +398,9 @@ class Config(_Model):
     cameras: dict[str, CameraConfig] = Field(min_length=1)
     recorders: dict[str, RecorderConfig] = Field(default_factory=dict)
     """Recorder name -> site and capacity, for ``rmfproxy plan`` (optional)."""
+    revision: int = Field(default=0, ge=0)
+    """The document's revision: the proxy bumps it on every change it accepts (admin
+    API, SIGHUP) and writes it back to the file; it is the API's ETag."""
 
     @field_validator("cameras")
     @classmethod
@@ -586,17 +589,28 @@ def _mapping_key(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[str, Any]:
     return node.tag, f"<{type(node).__name__} at line {node.start_mark.line + 1}>"
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML configuration file."""
+def load_document(path: str | Path) -> Any:
+    """The YAML document of a configuration file, not validated (duplicate keys and
+    syntax errors are :class:`ConfigError`)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read: {exc.strerror}")]) from None
+    return parse_document(text, str(path))
+
+
+def parse_document(text: str, where: str = "(body)") -> Any:
+    """YAML (or JSON, a subset) text as data; :class:`ConfigError` on syntax errors and
+    duplicate keys."""
     try:
-        data = _load_yaml(text)
+        return _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError([(where, f"YAML syntax: {problem}")]) from None
-    return parse_config(data)
+        raise ConfigError([(at, f"YAML syntax: {problem}")]) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file."""
+    return parse_config(load_document(path))

@@ -24,7 +24,8 @@ import pytest
 import structlog
 
 from rmfproxy.config import Secret
-from rmfproxy.ops.api import MAX_JSON_BODY, MAX_JSON_DEPTH, AdminApi, json_nesting_depth
+from rmfproxy.ops.api import AdminApi
+from rmfproxy.ops.http import MAX_JSON_BODY, MAX_JSON_DEPTH, json_nesting_depth
 
 TOKEN = "hardening-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

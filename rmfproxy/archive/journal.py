@@ -120,6 +120,15 @@ class JournalCore:
         self._live.clear()
         return ops
 
+    def close_except(self, keep: set[tuple[str, str]]) -> list[Close]:
+        """Close the open intervals of every (camera, source) not in ``keep`` (sources
+        removed from the configuration) at their last healthy sample."""
+        gone = [key for key in self._live if key not in keep]
+        ops = [Close(c, s, self._live[c, s].start, self._live[c, s].last_seen) for c, s in gone]
+        for key in gone:
+            del self._live[key]
+        return ops
+
     def live(self, camera: str | None = None) -> dict[tuple[str, str], tuple[float, float]]:
         """Open intervals as ``{(camera, source): (start, last healthy sample)}``."""
         return {

@@ -271,6 +271,22 @@ class CoverageJournal:
             duration=round(op.duration, 3),
         )
 
+    def set_cameras(self, cameras: dict[str, list[str]]) -> None:
+        """The configured cameras changed (live reconfiguration): watch the new ones from
+        now on; history of removed ones stays until retention expires it."""
+        now = self._wall()
+        new = [c for c in cameras if c not in self.cameras]
+        self.cameras = dict(cameras)
+        for cam in new:
+            self._since.setdefault(cam, now)
+        if new:
+            self._submit(lambda store: store.register(new, now))
+        closed = self.core.close_except({(c, src) for c, srcs in cameras.items() for src in srcs})
+        if closed:
+            for op in closed:
+                self._log_close(op)
+            self._submit(self._timed_apply(list(closed)))
+
     # reads ------------------------------------------------------------------------
 
     def history_start(self, camera: str) -> float:

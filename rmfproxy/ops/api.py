@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-import re
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -39,6 +37,12 @@ from rmfproxy.archive.export import (
 from rmfproxy.archive.report import CoverageReport, parse_time
 from rmfproxy.archive.store import JournalError
 from rmfproxy.config import Secret
+from rmfproxy.ops.config_api import MAX_CONFIG_BODY, ConfigRoutes
+from rmfproxy.ops.http import (
+    BodyError,
+    error_response,
+    json_body,
+)
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.ops.thumbnail import Thumbnails
 from rmfproxy.ratelimit import RateLimitedLog
@@ -54,68 +58,13 @@ STATIC = resources.files("rmfproxy.ops") / "static"
 _STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 _STATIC_TYPES[".yaml"] = "application/yaml"
 
-MAX_JSON_BODY = 64 << 10
-"""Largest request body accepted (bytes); the switch body is a few dozen."""
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of arrays/objects accepted in a JSON body."""
 AUTH_LOG_INTERVAL = 60.0
 """Seconds between log lines about wrong tokens from one client address."""
 COVERAGE_DEFAULT_WINDOW = 3600.0
 """Seconds before ``end`` (default now) that a coverage query starts by default."""
 
-# A JSON string (RFC 8259 §7: a backslash always escapes the next character) or a bracket.
-_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 # Response headers of an aiohttp HTTPException worth keeping in the JSON error.
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
-
-
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-def json_nesting_depth(body: bytes) -> int:
-    """How deeply arrays and objects nest in ``body``, counted without recursion.
-
-    Brackets inside strings do not count. ``json.loads`` recurses once per level (a few
-    thousand levels raise ``RecursionError``), so this runs first, in linear time.
-    """
-    depth = deepest = 0
-    for match in _STRING_OR_BRACKET.finditer(body):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return deepest
-
-
-class _BodyError(Exception):
-    """The request body is refused with ``status`` and ``message``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def _json_body(request: web.Request) -> Any:
-    """The request's JSON body, bounded in size and depth; :class:`_BodyError` if not."""
-    too_large = f"the body must be at most {MAX_JSON_BODY} bytes"
-    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
-        raise _BodyError(413, too_large)
-    try:
-        raw = await request.read()  # also capped by the application's client_max_size
-    except web.HTTPRequestEntityTooLarge:
-        raise _BodyError(413, too_large) from None
-    if len(raw) > MAX_JSON_BODY:
-        raise _BodyError(413, too_large)
-    if json_nesting_depth(raw) > MAX_JSON_DEPTH:
-        raise _BodyError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _BodyError(400, "the body is not valid JSON") from None
 
 
 def _switch_json(rec: SwitchRecord) -> dict[str, Any]:
@@ -208,7 +157,7 @@ class AdminApi:
         self.ready_grace = ready_grace
         self.started = time.monotonic()
         self.thumbnails = Thumbnails(thumbnail_interval)
-        self.app = web.Application(middlewares=[self._errors], client_max_size=MAX_JSON_BODY)
+        self.app = web.Application(middlewares=[self._errors], client_max_size=MAX_CONFIG_BODY)
         r = self.app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -219,6 +168,7 @@ class AdminApi:
         r.add_get("/api/v1/cameras/{camera}/sources/{source}/thumbnail.jpg", self.thumbnail)
         r.add_get("/api/v1/cameras/{camera}/coverage", self.coverage)
         r.add_get("/api/v1/cameras/{camera}/recording.mp4", self.recording)
+        ConfigRoutes(lambda: self.proxy.keeper, self._authorize).register(r)
         r.add_get("/api/v1/openapi.yaml", self.static_file("openapi.yaml"))
         r.add_get("/", self.static_file("status.html"))
         r.add_get("/status.js", self.static_file("status.js"))
@@ -261,14 +211,14 @@ class AdminApi:
             if exc.status >= 400 and exc.content_type != "application/json":
                 # Keep what the status needs: 405 must carry Allow (RFC 9110 §15.5.6).
                 kept = {k: exc.headers[k] for k in _KEPT_HEADERS if k in exc.headers}
-                return _error(exc.status, exc.reason, **kept)
+                return error_response(exc.status, exc.reason, **kept)
             raise
-        except _BodyError as exc:
-            return _error(exc.status, exc.message)
+        except BodyError as exc:
+            return error_response(exc.status, exc.message)
         except Exception:
             # A bug: the traceback goes to the log, the client gets a JSON 500.
             log.exception("api.internal_error", path=request.path, method=request.method)
-            return _error(500, "internal error")
+            return error_response(500, "internal error")
 
     def _feed(self, request: web.Request) -> tuple[str, Feed]:
         cam = request.match_info["camera"]
@@ -279,7 +229,7 @@ class AdminApi:
 
     def _authorize(self, request: web.Request) -> web.Response | None:
         if self._token is None:
-            return _error(
+            return error_response(
                 403,
                 "mutating endpoints are disabled: configure api.token_env or api.token_file",
             )
@@ -289,7 +239,9 @@ class AdminApi:
             given.strip().encode(), self._token.value.encode()
         ):
             self._unauthorized(request)
-            return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+            return error_response(
+                401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"}
+            )
         return None
 
     def _unauthorized(self, request: web.Request) -> None:
@@ -388,15 +340,15 @@ class AdminApi:
         if denied is not None:
             return denied
         cam, feed = self._feed(request)
-        body = await _json_body(request)  # _BodyError: 400/413 through _errors
+        body = await json_body(request)  # BodyError: 400/413 through _errors
         if not isinstance(body, dict) or "source" not in body:
-            return _error(400, "the body must be an object with 'source' (a name, or null)")
+            return error_response(400, "the body must be an object with 'source' (a name, or null)")
         source = body["source"]
         if source is not None and not isinstance(source, str):
-            return _error(400, "'source' must be a source name or null")
+            return error_response(400, "'source' must be a source name or null")
         names = [s.name for s in feed.slots]
         if source is not None and source not in names:
-            return _error(
+            return error_response(
                 400, f"camera {cam!r} has no source {source!r}; its sources: {', '.join(names)}"
             )
         feed.switch_to(source)
@@ -409,10 +361,10 @@ class AdminApi:
         name = request.match_info["source"]
         index = next((s.index for s in feed.slots if s.name == name), None)
         if index is None:
-            return _error(404, f"camera {cam!r} has no source {name!r}")
+            return error_response(404, f"camera {cam!r} has no source {name!r}")
         jpeg = await self.thumbnails.get(feed, index)
         if jpeg is None:
-            return _error(503, "no picture from this source yet", **{"Retry-After": "2"})
+            return error_response(503, "no picture from this source yet", **{"Retry-After": "2"})
         cache = f"max-age={max(1, int(self.thumbnails.interval))}"
         return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": cache})
 
@@ -421,7 +373,7 @@ class AdminApi:
         cam, _ = self._feed(request)
         journal = self.proxy.journal
         if journal is None:
-            return _error(503, "no coverage journal: configure archive.journal")
+            return error_response(503, "no coverage journal: configure archive.journal")
         times: dict[str, float] = {}
         for param in ("start", "end"):
             value = request.query.get(param)
@@ -430,15 +382,15 @@ class AdminApi:
             try:
                 times[param] = parse_time(value)
             except ValueError as exc:
-                return _error(400, f"parameter {param!r}: {exc}")
+                return error_response(400, f"parameter {param!r}: {exc}")
         end = times.get("end", time.time())
         start = times.get("start", end - COVERAGE_DEFAULT_WINDOW)
         if end <= start:
-            return _error(400, "parameter 'end' must be later than 'start'")
+            return error_response(400, "parameter 'end' must be later than 'start'")
         try:
             per_source = await journal.intervals(cam, start, end)
         except JournalError as exc:  # stopping, or the file became unusable
-            return _error(503, f"the coverage journal cannot answer: {exc}")
+            return error_response(503, f"the coverage journal cannot answer: {exc}")
         report = CoverageReport.build(cam, start, end, per_source)
         return web.json_response(report.to_json())
 
@@ -447,19 +399,19 @@ class AdminApi:
         cam, _ = self._feed(request)
         journal = self.proxy.journal
         if journal is None:
-            return _error(503, "no coverage journal: configure archive.journal")
+            return error_response(503, "no coverage journal: configure archive.journal")
         times: dict[str, float] = {}
         for param in ("start", "end"):
             value = request.query.get(param)
             if value is None:
-                return _error(400, f"parameter {param!r} is required (ISO 8601 date-time)")
+                return error_response(400, f"parameter {param!r} is required (ISO 8601 date-time)")
             try:
                 times[param] = parse_time(value)
             except ValueError as exc:
-                return _error(400, f"parameter {param!r}: {exc}")
+                return error_response(400, f"parameter {param!r}: {exc}")
         start, end = times["start"], times["end"]
         if end <= start:
-            return _error(400, "parameter 'end' must be later than 'start'")
+            return error_response(400, "parameter 'end' must be later than 'start'")
         limit = self.proxy.config.archive.export_max_seconds
         with tempfile.TemporaryDirectory(prefix="rmfproxy-export-") as tmp:
             path = Path(tmp) / "recording.mp4"
@@ -474,13 +426,13 @@ class AdminApi:
                     dest=path,
                 )
             except ExportTooLong as exc:
-                return _error(413, str(exc))
+                return error_response(413, str(exc))
             except NoFootage as exc:
-                return _error(404, str(exc))
+                return error_response(404, str(exc))
             except JournalError as exc:
-                return _error(503, f"the coverage journal cannot answer: {exc}")
+                return error_response(503, f"the coverage journal cannot answer: {exc}")
             except ExportError as exc:
-                return _error(502, str(exc))
+                return error_response(502, str(exc))
             stamp = datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
             response = web.StreamResponse(
                 headers={

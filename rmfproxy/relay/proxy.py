@@ -7,6 +7,8 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -14,8 +16,14 @@ from rmfproxy.archive.fetch import RecorderSource, recorder_sources
 from rmfproxy.archive.playback import StitchedPlayback
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.archive.store import JournalError
-from rmfproxy.config import Config, split_host_port
+from rmfproxy.config import CameraConfig, Config, ConfigError, split_host_port
 from rmfproxy.localports import LocalPorts
+from rmfproxy.manage.revisions import (
+    ConfigChange,
+    ConfigKeeper,
+    document_of,
+    restart_only_changes,
+)
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.relay.feed import Feed, _Listener
@@ -45,49 +53,22 @@ class ListenError(Exception):
 class Proxy:
     """Builds feeds and the client-facing server from a validated :class:`Config`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        document: dict[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        """``document``: the YAML data ``config`` was validated from (default: made from
+        ``config``); ``path``: its file, where accepted changes are written."""
         self.config = config
         self.local_ports = LocalPorts()
         """Every UDP port this proxy binds (server and sources): never a client's port."""
-        self.feeds: dict[str, Feed] = {}
-        for cam_id, cam in config.cameras.items():
-
-            def make(
-                index: int, listener: _Listener, cam_id: str = cam_id, cam: object = cam
-            ) -> tuple[str, RtspSource]:
-                cfg = config.cameras[cam_id]
-                src = cfg.sources[index]
-                name = cfg.source_name(index)
-                secret = src.resolve_password()
-                return name, RtspSource(
-                    src.url,
-                    listener,
-                    transport=src.transport,
-                    username=src.username,
-                    password=secret.value if secret else None,
-                    name=f"{cam_id}/{name}",
-                    local_ports=self.local_ports,
-                )
-
-            self.feeds[cam_id] = Feed(
-                cam_id,
-                make,
-                len(cam.sources),
-                stall_floor=cam.stall_timeout,
-                stall_ceiling=cam.stall_timeout_max,
-                failback_hold=cam.failback_hold,
-                hitless=cam.hitless,
-                outage_limit=cam.outage_limit,
-            )
-        access = None
-        if config.rtsp.users:
-            users = []
-            for u in config.rtsp.users:
-                secret = u.resolve_password()
-                assert secret is not None  # validated by parse_config
-                paths = None if u.cameras == "*" else frozenset(u.cameras)
-                users.append(User(u.name, secret.value, paths))
-            access = AccessControl(users, config.rtsp.realm)
+        self.feeds: dict[str, Feed] = {
+            cam_id: self._make_feed(cam_id, cam) for cam_id, cam in config.cameras.items()
+        }
+        access = _access_control(config)
         host, port = split_host_port(config.rtsp.listen)
         self.server = RtspServer(
             self.feeds.get,
@@ -128,6 +109,8 @@ class Proxy:
             )
             self.server.replay = self.playback
             self.server.replay_prefix = REPLAY_PREFIX
+        self.keeper = ConfigKeeper(self, document or document_of(config), path)
+        """The running document and its revision: live changes go through it."""
         self.metrics = ProxyMetrics(self)
         self.api: AdminApi | None = None
         if config.api.enabled:
@@ -201,6 +184,75 @@ class Proxy:
             await feed.stop()
         log.info("proxy.stopped")
 
+    def _make_feed(self, cam_id: str, cam: CameraConfig) -> Feed:
+        def make(index: int, listener: _Listener) -> tuple[str, RtspSource]:
+            src = cam.sources[index]
+            name = cam.source_name(index)
+            secret = src.resolve_password()
+            return name, RtspSource(
+                src.url,
+                listener,
+                transport=src.transport,
+                username=src.username,
+                password=secret.value if secret else None,
+                name=f"{cam_id}/{name}",
+                local_ports=self.local_ports,
+            )
+
+        return Feed(
+            cam_id,
+            make,
+            len(cam.sources),
+            stall_floor=cam.stall_timeout,
+            stall_ceiling=cam.stall_timeout_max,
+            failback_hold=cam.failback_hold,
+            hitless=cam.hitless,
+            outage_limit=cam.outage_limit,
+        )
+
+    async def apply(self, new: Config) -> ConfigChange:
+        """Apply ``new`` while running: cameras added, removed or changed take effect,
+        the others are not touched (their clients keep streaming); users and their
+        rights are replaced. A changed camera is rebuilt: its clients are disconnected
+        (they reconnect to the new one). :class:`ConfigError` naming the fields that
+        only a restart can change (listeners, journal, log format...); nothing is
+        applied then."""
+        fixed = restart_only_changes(self.config, new)
+        if fixed:
+            raise ConfigError([(f, "changing it needs a restart of rmfproxy") for f in fixed])
+        old = self.config
+        change = ConfigChange(
+            added=[c for c in new.cameras if c not in old.cameras],
+            removed=[c for c in old.cameras if c not in new.cameras],
+            changed=[
+                c for c in new.cameras if c in old.cameras and new.cameras[c] != old.cameras[c]
+            ],
+        )
+        self.config = new
+        self.server.access = _access_control(new)
+        for cam in [*change.removed, *change.changed]:
+            feed = self.feeds.pop(cam)
+            why = "camera-removed" if cam in change.removed else "camera-changed"
+            self.server.close_camera_sessions(cam, why)
+            await feed.stop()
+        for cam in [*change.changed, *change.added]:
+            feed = self._make_feed(cam, new.cameras[cam])
+            self.feeds[cam] = feed
+            feed.start()
+        ordered = [(cam, self.feeds[cam]) for cam in new.cameras]
+        self.feeds.clear()  # in place: the server resolves paths through this dict
+        self.feeds.update(ordered)
+        if self.journal is not None:
+            self.journal.set_cameras({c: [s.name for s in f.slots] for c, f in self.feeds.items()})
+        log.info(
+            "proxy.reconfigured",
+            revision=new.revision,
+            added=change.added,
+            removed=change.removed,
+            changed=change.changed,
+        )
+        return change
+
     def _recorders(self, camera: str) -> list[RecorderSource] | None:
         """Where ``camera``'s sources replay from, in priority order (None: no camera)."""
         if camera not in self.config.cameras:
@@ -241,3 +293,15 @@ def _why(exc: OSError) -> str:
         # the errno says the same in the words the operator knows.
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
+
+
+def _access_control(config: Config) -> AccessControl | None:
+    if not config.rtsp.users:
+        return None
+    users = []
+    for u in config.rtsp.users:
+        secret = u.resolve_password()
+        assert secret is not None  # validated by parse_config
+        paths = None if u.cameras == "*" else frozenset(u.cameras)
+        users.append(User(u.name, secret.value, paths))
+    return AccessControl(users, config.rtsp.realm)

@@ -211,11 +211,20 @@ class RtspServer:
                 del self.udp_peers[addr]
         for conn in self.connections:
             if conn.id == session.connection_id and conn.transport is not None:
-                if reason in ("client-stalled", "no-source"):
+                if reason in ("client-stalled", "no-source", "camera-removed", "camera-changed"):
                     conn.transport.abort()
                 else:
                     conn.rearm()  # without a session, the idle timeout applies again
         log.info("rtsp.session_closed", camera=session.path, session=session.id[:6], reason=reason)
+
+    def close_camera_sessions(self, camera: str, reason: str) -> int:
+        """End every session on ``camera`` (live and replay, also under the replay
+        prefix) and drop their connections; how many there were."""
+        paths = {camera, f"{self.replay_prefix}{camera}"} if self.replay_prefix else {camera}
+        ended = [s for s in self.sessions.values() if s.path in paths]
+        for session in ended:
+            self.close_session(session, reason)
+        return len(ended)
 
     def close_connections(self) -> None:
         """Abort every client connection (simulator fault, shutdown)."""

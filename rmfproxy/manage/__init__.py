@@ -1,0 +1,1 @@
+"""Site management: live configuration and its revisions, planning, consolidation."""
