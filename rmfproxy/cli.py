@@ -1,4 +1,4 @@
-"""Command line: run, check, sim, fault, demo, coverage."""
+"""Command line: run, check, sim, fault, demo, coverage, plan, consolidate."""
 
 from __future__ import annotations
 
@@ -76,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cov.add_argument("--until", default=None, help="end, same forms (default: now)")
     cov.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
+
+    from rmfproxy.manage.commands import add_consolidate_arguments, add_plan_arguments
+
+    add_plan_arguments(
+        sub.add_parser(
+            "plan",
+            help="what each recorder or site failure does to the cameras (M:N coverage, "
+            "capacity); exit 1 when a single failure leaves a camera uncovered",
+        )
+    )
+    add_consolidate_arguments(
+        sub.add_parser(
+            "consolidate",
+            help="merge several sites' configurations into one (cameras by identity, "
+            "users' rights kept)",
+        )
+    )
 
     demo = sub.add_parser("demo", help="simulated recorders, the proxy, and a URL to watch")
     demo.add_argument("--port", type=int, default=8554, help="proxy RTSP port")
@@ -295,6 +312,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_async(run)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """M:N coverage plan of a configuration (reads no secret)."""
+    from rmfproxy.manage.commands import cmd_plan as plan
+
+    return plan(args)
+
+
+def cmd_consolidate(args: argparse.Namespace) -> int:
+    """Merge site configurations (reads no secret)."""
+    from rmfproxy.manage.commands import cmd_consolidate as merge
+
+    return merge(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rmfproxy`` console script."""
     args = build_parser().parse_args(argv)
@@ -305,5 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "fault": cmd_fault,
         "demo": cmd_demo,
         "coverage": cmd_coverage,
+        "plan": cmd_plan,
+        "consolidate": cmd_consolidate,
     }
     return handlers[args.command](args)
