@@ -158,10 +158,11 @@ class Consolidation:
 
     def to_yaml(self) -> str:
         """The merged configuration file, with a header saying where it came from."""
-        inputs = ", ".join(f"{name} ({path})" for name, path in self.sites)
+        inputs = "".join(f"#   {name}: {path}\n" for name, path in self.sites)
         first = self.sites[0][0]
         header = (
-            f"# Merged by `rmfproxy consolidate` from: {inputs}.\n"
+            "# Merged by `rmfproxy consolidate` from these sites, in priority order:\n"
+            f"{inputs}"
             f"# rtsp (listener, limits), api, log and archive come from site {first}; every\n"
             "# user keeps exactly the cameras its sites gave it, under the keys below.\n"
             "# Secrets are references (password_env / password_file): provide them here.\n\n"
