@@ -438,3 +438,20 @@ async def test_probe_marks_a_camera_no_source_of_which_answers_pending(tmp_path:
         assert head.startswith(b"DESCRIBE rtsp://127.0.0.1:")
         assert b"Authorization" not in head and b"viewer" not in head
         assert b"rec-secret" not in head
+
+
+def test_a_prefixed_key_that_is_taken_and_a_bad_site_name_are_errors() -> None:
+    a = {"cameras": {"lobby": cam("rtsp://h1/lobby")}}
+    b = {"cameras": {"lobby": cam("rtsp://h2/lobby"), "a-lobby": cam("rtsp://h2/other")}}
+    with pytest.raises(ConsolidationError) as info:
+        consolidate([site("a", a), site("b", b)])
+    assert info.value.problems == [
+        (
+            "camera key a-lobby",
+            "camera a-lobby of site b and camera lobby of site a would both get it (a clash "
+            "is prefixed with the site name): rename one of them",
+        )
+    ]
+    with pytest.raises(ConsolidationError) as info:
+        consolidate([site("my site", a)])
+    assert "name it with --site NAME=FILE" in info.value.problems[0][1]

@@ -288,6 +288,7 @@ def test_suggest_on_a_config_without_spare_proposes_the_right_number(tmp_path: P
     assert "nvr-a" in sug.capacity_from
     assert len(sug.spares) == 1 and sug.optimal
     assert sug.spares[0].cameras == tuple(data["cameras"]) and sug.spares[0].mbps == 43
+    assert sug.remaining == ()  # planned again with the spare: nothing left
 
     assert len(planned(data, spares=SpareSpec(cameras=4)).suggestion.spares) == 3  # type: ignore[union-attr]
     by_rate = planned(data, spares=SpareSpec(mbps=20)).suggestion
@@ -298,6 +299,7 @@ def test_suggest_on_a_config_without_spare_proposes_the_right_number(tmp_path: P
     assert proc.returncode == 1  # the suggestion does not change the verdict on the file
     assert "Suggestion: 3 new redundant recorder(s) (fewest possible" in proc.stdout
     assert "new-spare-3" in proc.stdout and "new-spare-4" not in proc.stdout
+    assert "planned again with these spares: no error left" in proc.stdout
     proc = run_plan(write(tmp_path, data), "--suggest", "--json")
     assert json.loads(proc.stdout)["suggestion"]["spares_needed"] == 1
 
@@ -317,6 +319,7 @@ def test_suggest_exact_search_beats_first_fit_decreasing() -> None:
     assert sug is not None
     assert len(sug.spares) == 2 and sug.optimal and sug.method == "exact search"
     assert sorted(s.mbps for s in sug.spares) == [10, 10]
+    assert sug.remaining == ()
 
 
 def test_suggest_respects_sites_when_strict() -> None:
@@ -325,7 +328,7 @@ def test_suggest_respects_sites_when_strict() -> None:
     loose = planned(data, spares=spec).suggestion
     assert loose is not None and [s.site for s in loose.spares] == ["bldg-a"]
     sug = planned(data, strict_sites=True, spares=spec).suggestion
-    assert sug is not None and sug.unplaceable == ()
+    assert sug is not None and sug.unplaceable == () and sug.remaining == ()
     for spare in sug.spares:
         for cam in spare.cameras:
             primary = data["cameras"][cam]["sources"][0]["name"]
@@ -334,6 +337,8 @@ def test_suggest_respects_sites_when_strict() -> None:
     only_a = planned(data, strict_sites=True, spares=SpareSpec(sites=("bldg-a",))).suggestion
     assert only_a is not None
     assert [c for c, _ in only_a.unplaceable] == ["a-entrance", "a-lobby", "a-stairs"]
+    assert only_a.remaining is not None
+    assert only_a.remaining[0].startswith("when nvr-a fails, 3 camera(s) have no source left")
 
 
 def test_suggest_moves_standby_streams_off_an_overloaded_spare() -> None:
@@ -345,11 +350,13 @@ def test_suggest_moves_standby_streams_off_an_overloaded_spare() -> None:
     assert len(moved) == 2 and set(moved.values()) == {"nvr-spare"}
     assert "d-server-room" in moved  # the largest bitrate goes first
     assert "move its nvr-spare source to new-spare-1" in sug.to_text()
+    assert sug.remaining == ()  # nvr-spare back within 9 streams, everything covered
 
     data["recorders"]["nvr-a"]["capacity"] = {"cameras": 2}  # nvr-a holds 3 primaries
     sug = planned(data, spares=SpareSpec(cameras=16, mbps=64)).suggestion
     assert sug is not None
     assert any(p.startswith("nvr-a stays over its capacity") for p in sug.unfixable)
+    assert sug.remaining is not None and any("nvr-a serves 3 streams" in e for e in sug.remaining)
 
 
 def test_pending_cameras_are_noted() -> None:

@@ -388,9 +388,10 @@ def _assign_keys(groups: list[_Group], problems: list[tuple[str, str]]) -> None:
             other = owner[g.new_key].members[0]
             problems.append(
                 (
-                    f"site {first.site.name} camera {first.key}",
-                    f"renamed {g.new_key!r}, which is the key of camera {other.key} of site "
-                    f"{other.site.name}: rename one of them",
+                    f"camera key {g.new_key}",
+                    f"camera {first.key} of site {first.site.name} and camera {other.key} of "
+                    f"site {other.site.name} would both get it (a clash is prefixed with the "
+                    "site name): rename one of them",
                 )
             )
         else:

@@ -28,17 +28,19 @@ Theory of operation.
   Notes say what the planner had to assume (recorders named by ``host:port``, unknown
   capacities, pending cameras).
 - **Suggestion** (:mod:`rmfproxy.manage.suggest`): the fewest new redundant recorders
-  that would leave no error.
+  that would leave no error; the configuration with them is planned again and the
+  errors it would still have are reported with it (none, unless some demand could not
+  be placed or a recorder is overloaded by its primaries).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from rmfproxy.config import Config
-from rmfproxy.manage.suggest import SpareSpec, Suggestion, suggest_spares
+from rmfproxy.manage.suggest import SpareSpec, Suggestion, apply_suggestion, suggest_spares
 from rmfproxy.manage.topology import Capacity, Topology
 
 Severity = Literal["error", "warning", "note"]
@@ -233,6 +235,10 @@ def plan_topology(
                     needs.setdefault(cam, []).append(f"uncovered when {_what(s)} fails")
         overloaded = [load.recorder for load in normal if load.over]
         suggestion = suggest_spares(topo, needs, overloaded, strict_sites, spares)
+        # Check the proposal the way the operator would: plan the result again.
+        after = plan_topology(apply_suggestion(topo, suggestion), strict_sites=strict_sites)
+        remaining = tuple(f.message for f in after.findings if f.severity == "error")
+        suggestion = replace(suggestion, remaining=remaining)
     return PlanReport(
         cameras=len(topo.cameras),
         recorders=tuple(normal),

@@ -27,10 +27,10 @@ Theory of operation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rmfproxy.manage.topology import Capacity, Stream, Topology
+from rmfproxy.manage.topology import Capacity, Recorder, Stream, Topology
 
 EXACT_MAX_DEMANDS = 40
 """Above this many demands only first-fit decreasing runs."""
@@ -109,6 +109,9 @@ class Suggestion:
     """``(camera, why)`` for demands no spare can take."""
     unfixable: tuple[str, ...] = ()
     """Problems new spares cannot solve (a recorder overloaded by primaries)."""
+    remaining: tuple[str, ...] | None = None
+    """The errors a plan with these spares still has (None: not checked); the planner
+    fills it in by planning :func:`apply_suggestion`'s topology."""
 
     def to_json(self) -> dict[str, Any]:
         """The suggestion as JSON data."""
@@ -123,6 +126,7 @@ class Suggestion:
             "demands": [d.to_json() for d in self.demands],
             "unplaceable": [{"camera": c, "why": why} for c, why in self.unplaceable],
             "unfixable": list(self.unfixable),
+            "remaining_errors": None if self.remaining is None else list(self.remaining),
         }
 
     def to_text(self) -> str:
@@ -154,6 +158,11 @@ class Suggestion:
             lines.append(f"  cannot place {cam}: {why}")
         for problem in self.unfixable:
             lines.append(f"  not fixable by spares: {problem}")
+        if self.remaining == ():
+            lines.append("  planned again with these spares: no error left")
+        elif self.remaining:
+            lines.append("  planned again with these spares, errors left:")
+            lines += [f"    {error}" for error in self.remaining]
         return "\n".join(lines)
 
 
@@ -227,6 +236,30 @@ def suggest_spares(
         tuple(unplaceable),
         tuple(unfixable),
     )
+
+
+def apply_suggestion(topo: Topology, sug: Suggestion) -> Topology:
+    """``topo`` with the proposed spares: each placed demand's camera gets a last source on
+    its spare, and loses the standby stream it moves off an overloaded recorder."""
+    recorders = dict(topo.recorders)
+    spare_of: dict[str, Spare] = {}
+    for new in sug.spares:
+        recorders[new.name] = Recorder(new.name, new.site, sug.capacity, declared=False)
+        spare_of.update(dict.fromkeys(new.cameras, new))
+    demands = {d.camera: d for d in sug.demands}
+    cameras: dict[str, tuple[Stream, ...]] = {}
+    for cam, streams in topo.cameras.items():
+        spare = spare_of.get(cam)
+        if spare is None:
+            cameras[cam] = streams
+            continue
+        kept = list(streams)
+        moved = demands[cam].replaces
+        if moved is not None:
+            kept.remove(next(s for s in kept if s.recorder == moved and s.priority > 0))
+        kept.append(Stream(cam, 0, spare.name, spare.name, streams[0].mbps))
+        cameras[cam] = tuple(replace(s, priority=i) for i, s in enumerate(kept))
+    return Topology(recorders, cameras, topo.pending)
 
 
 def _spare_capacity(topo: Topology, spec: SpareSpec) -> tuple[Capacity, str]:
