@@ -339,6 +339,8 @@ class ArchiveConfig(_Model):
     """Seconds between writes of an open interval's end: what a crash can over-claim."""
     export_max_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
     """Longest span one recording export may cover (seconds)."""
+    max_exports: int = Field(default=2, ge=1, le=64)
+    """Recording exports running at once (more get 503): each holds its span in memory."""
     max_playbacks: int = Field(default=8, ge=1, le=1000)
     """Stitched playback sessions replaying at once (more get 503 at PLAY)."""
 

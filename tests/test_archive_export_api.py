@@ -3,6 +3,7 @@ footage (no recorder is ever asked: the journal already says there is nothing)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from rmfproxy.archive.export import NoFootage
 from rmfproxy.config import parse_config
+from rmfproxy.ops import api as api_module
 from rmfproxy.relay.proxy import Proxy
 
 CAMERAS = {"lobby": {"sources": [{"url": "rtsp://127.0.0.1:1/a", "name": "r1"}]}}
@@ -87,3 +90,31 @@ async def test_without_a_journal_it_is_503(tmp_path: Path) -> None:
         assert r.status == 503 and "archive.journal" in (await r.json())["error"]
     finally:
         await client.close()
+
+
+async def test_exports_beyond_max_exports_are_503_until_one_ends(
+    journaled: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # archive.max_exports defaults to 2: a third export while two run is refused.
+    release = asyncio.Event()
+    running = 0
+
+    async def slow_export(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running
+        running += 1
+        await release.wait()
+        raise NoFootage("nothing (test)")
+
+    monkeypatch.setattr(api_module, "export_recording", slow_export)
+    query = f"{URL}?start=2026-11-26T09:00:00Z&end=2026-11-26T09:01:00Z"
+    first = [asyncio.create_task(journaled.get(query)) for _ in range(2)]
+    async with asyncio.timeout(5):
+        while running < 2:
+            await asyncio.sleep(0.01)
+    refused = await journaled.get(query)
+    assert refused.status == 503 and refused.headers["Retry-After"] == "10"
+    assert "archive.max_exports" in (await refused.json())["error"]
+    release.set()
+    assert [(await t).status for t in first] == [404, 404]
+    again = await journaled.get(query)
+    assert again.status == 404  # a slot is free again

@@ -50,6 +50,7 @@ from rmfproxy.relay.feed import Feed, SwitchRecord
 from rmfproxy.upstream.url import redact
 
 if TYPE_CHECKING:
+    from rmfproxy.archive.runner import CoverageJournal
     from rmfproxy.relay.proxy import Proxy
 
 log = structlog.get_logger(__name__)
@@ -157,6 +158,8 @@ class AdminApi:
         self.ready_grace = ready_grace
         self.started = time.monotonic()
         self.thumbnails = Thumbnails(thumbnail_interval)
+        self._exports = 0
+        """Recording exports running now."""
         self.app = web.Application(middlewares=[self._errors], client_max_size=MAX_CONFIG_BODY)
         r = self.app.router
         r.add_get("/healthz", self.healthz)
@@ -413,6 +416,28 @@ class AdminApi:
         if end <= start:
             return error_response(400, "parameter 'end' must be later than 'start'")
         limit = self.proxy.config.archive.export_max_seconds
+        if self._exports >= self.proxy.config.archive.max_exports:
+            # Each export holds its span in memory until muxed: a bounded number at once.
+            return error_response(
+                503,
+                f"{self._exports} exports running (archive.max_exports): retry later",
+                **{"Retry-After": "10"},
+            )
+        self._exports += 1
+        try:
+            return await self._export(request, cam, journal, start, end, limit)
+        finally:
+            self._exports -= 1
+
+    async def _export(
+        self,
+        request: web.Request,
+        cam: str,
+        journal: CoverageJournal,
+        start: float,
+        end: float,
+        limit: float,
+    ) -> web.StreamResponse:
         with tempfile.TemporaryDirectory(prefix="rmfproxy-export-") as tmp:
             path = Path(tmp) / "recording.mp4"
             try:
