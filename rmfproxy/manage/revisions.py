@@ -44,15 +44,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 import yaml
 
 from rmfproxy.config import Config, ConfigError, load_document, parse_config
-
-if TYPE_CHECKING:
-    from rmfproxy.relay.proxy import Proxy
 
 log = structlog.get_logger(__name__)
 
@@ -122,10 +119,19 @@ def document_of(config: Config) -> dict[str, Any]:
     return doc
 
 
+class Applier(Protocol):
+    """What the keeper changes: a running proxy (:class:`rmfproxy.relay.proxy.Proxy`)."""
+
+    config: Config
+
+    async def apply(self, new: Config) -> ConfigChange:
+        """Run ``new`` from now on."""
+
+
 class ConfigKeeper:
     """The running document of one proxy, its revision and its file (module docstring)."""
 
-    def __init__(self, proxy: Proxy, document: dict[str, Any], path: Path | None) -> None:
+    def __init__(self, proxy: Applier, document: dict[str, Any], path: Path | None) -> None:
         self.proxy = proxy
         self.path = path
         """The configuration file (None: changes are applied, not written)."""
