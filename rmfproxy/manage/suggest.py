@@ -34,7 +34,7 @@ from rmfproxy.manage.topology import Capacity, Recorder, Stream, Topology
 
 EXACT_MAX_DEMANDS = 40
 """Above this many demands only first-fit decreasing runs."""
-EXACT_MAX_STEPS = 200_000
+EXACT_MAX_STEPS = 20_000
 """Steps the exact search may take before the greedy answer stands."""
 
 
@@ -367,43 +367,73 @@ def _first_fit(items: list[Demand], cap: Capacity, candidates: list[str | None])
     return bins
 
 
+@dataclass
+class _Open:
+    """A spare being filled by the exact search."""
+
+    site: str | None
+    items: list[Demand]
+    mbps: float
+
+
 def _exact(
     items: list[Demand], cap: Capacity, candidates: list[str | None], limit: int, bound: int
 ) -> tuple[list[Bin] | None, bool]:
-    """The fewest bins below ``limit``, by depth-first search; ``(bins, complete)``."""
+    """The fewest bins below ``limit``, by depth-first search; ``(bins, complete)``.
+
+    A branch is cut when even a perfect fill of the open bins' room, and then of new
+    bins, would need ``limit`` bins or more; bins in the same state (site, streams,
+    Mbit/s) are tried once per item.
+    """
+    rest = [0.0] * (len(items) + 1)
+    for i in range(len(items) - 1, -1, -1):
+        rest[i] = rest[i + 1] + items[i].mbps
     best: list[Bin] | None = None
     best_n = limit
     steps = 0
     stopped = False
 
-    def search(i: int, bins: list[Bin]) -> None:
+    def at_least(i: int, bins: list[_Open]) -> int:
+        extra = 0
+        if cap.cameras is not None:
+            room = sum(cap.cameras - len(b.items) for b in bins)
+            extra = math.ceil(max(0, len(items) - i - room) / cap.cameras)
+        if cap.mbps is not None:
+            room_mbps = sum(cap.mbps - b.mbps for b in bins)
+            extra = max(extra, math.ceil(max(0.0, rest[i] - room_mbps) / cap.mbps - 1e-9))
+        return len(bins) + extra
+
+    def search(i: int, bins: list[_Open]) -> None:
         nonlocal best, best_n, steps, stopped
         steps += 1
         if steps > EXACT_MAX_STEPS:
             stopped = True
-        if stopped or len(bins) >= best_n or best_n <= bound:
+        if stopped or best_n <= bound or at_least(i, bins) >= best_n:
             return
         if i == len(items):
-            best = [(site, list(ds)) for site, ds in bins]
+            best = [(b.site, list(b.items)) for b in bins]
             best_n = len(bins)
             return
         d = items[i]
         tried: set[tuple[str | None, int, float]] = set()
         for b in bins:
-            key = (b[0], len(b[1]), round(sum(x.mbps for x in b[1]), 6))
-            if key in tried or not _fits(b, d, cap):
+            key = (b.site, len(b.items), round(b.mbps, 6))
+            if key in tried or (b.site is not None and b.site in d.forbidden_sites):
+                continue
+            if not cap.fits(len(b.items) + 1, b.mbps + d.mbps):
                 continue
             tried.add(key)
-            b[1].append(d)
+            b.items.append(d)
+            b.mbps += d.mbps
             search(i + 1, bins)
-            b[1].pop()
-        if len(bins) + 1 < best_n:
-            for site in dict.fromkeys(candidates):
-                if site is not None and site in d.forbidden_sites:
-                    continue
-                bins.append((site, [d]))
-                search(i + 1, bins)
-                bins.pop()
+            b.items.pop()
+            b.mbps -= d.mbps
+        for site in dict.fromkeys(candidates):
+            if site is not None and site in d.forbidden_sites:
+                continue
+            bins.append(_Open(site, [d], d.mbps))
+            search(i + 1, bins)
+            bins.pop()
 
     search(0, [])
     return best, not stopped
