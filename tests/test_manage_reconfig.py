@@ -219,3 +219,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_planning_fields_and_recorders_change_nothing_that_runs() -> None:
+    # bitrate_mbps / id / pending and the recorders section are for `rmfproxy plan`:
+    # changing them must neither rebuild a camera (its clients would be cut) nor be
+    # refused as needing a restart.
+    cams = {"lobby": {"sources": [{"url": "rtsp://127.0.0.1:1/a", "name": "r1"}]}}
+    proxy = Proxy(parse_config({"cameras": cams}))
+    feed = proxy.feeds["lobby"]
+    planned = {
+        "cameras": {"lobby": {**cams["lobby"], "bitrate_mbps": 8, "id": "cam-17"}},
+        "recorders": {"r1": {"site": "a", "capacity": {"cameras": 4}}},
+    }
+    change = await proxy.apply(parse_config(planned))
+    assert (change.added, change.removed, change.changed) == ([], [], [])
+    assert proxy.feeds["lobby"] is feed

@@ -96,8 +96,9 @@ LIVE_RTSP_FIELDS = frozenset({"users", "realm"})
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
     """The fields that differ between ``old`` and ``new`` but only apply at start."""
-    a = old.model_dump(exclude={"cameras", "revision"})
-    b = new.model_dump(exclude={"cameras", "revision"})
+    # recorders: planning data only (rmfproxy plan), nothing running depends on it
+    a = old.model_dump(exclude={"cameras", "revision", "recorders"})
+    b = new.model_dump(exclude={"cameras", "revision", "recorders"})
     for key in LIVE_RTSP_FIELDS:
         a["rtsp"].pop(key, None)
         b["rtsp"].pop(key, None)

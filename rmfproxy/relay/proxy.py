@@ -224,9 +224,7 @@ class Proxy:
         change = ConfigChange(
             added=[c for c in new.cameras if c not in old.cameras],
             removed=[c for c in old.cameras if c not in new.cameras],
-            changed=[
-                c for c in new.cameras if c in old.cameras and new.cameras[c] != old.cameras[c]
-            ],
+            changed=[c for c in new.cameras if c in old.cameras and _relayed(old, new, c)],
         )
         self.config = new
         self.server.access = _access_control(new)
@@ -293,6 +291,17 @@ def _why(exc: OSError) -> str:
         # the errno says the same in the words the operator knows.
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
+
+
+PLANNING_FIELDS = frozenset({"id", "bitrate_mbps", "pending"})
+"""Camera fields only planning and consolidation read: changing them rebuilds nothing."""
+
+
+def _relayed(old: Config, new: Config, camera: str) -> bool:
+    """Whether what the relay does with ``camera`` differs between ``old`` and ``new``."""
+    a = old.cameras[camera].model_dump(exclude=set(PLANNING_FIELDS))
+    b = new.cameras[camera].model_dump(exclude=set(PLANNING_FIELDS))
+    return a != b
 
 
 def _access_control(config: Config) -> AccessControl | None:
