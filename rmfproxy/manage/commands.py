@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from rmfproxy.config import Config, ConfigError, load_document, parse_config_offline
@@ -25,6 +23,7 @@ from rmfproxy.manage.consolidate import (
     source_key,
 )
 from rmfproxy.manage.plan import plan
+from rmfproxy.manage.revisions import write_atomically
 from rmfproxy.manage.suggest import SpareSpec
 
 
@@ -203,18 +202,3 @@ def cmd_consolidate(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"wrote {args.output}")
     return 0
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
