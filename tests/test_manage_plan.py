@@ -366,3 +366,30 @@ def test_pending_cameras_are_noted() -> None:
     assert report.ok
     note = next(f for f in report.findings if f.kind == "pending")
     assert note.cameras == ("c-fence",) and note.severity == "note"
+
+
+async def test_the_api_serves_the_plan_of_the_running_config() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from rmfproxy.config import parse_config
+    from rmfproxy.relay.proxy import Proxy
+
+    def cam(n: int, standby: bool = True) -> dict[str, object]:
+        sources = [{"url": f"rtsp://127.0.0.1:1/{n}", "name": "nvr-a"}]
+        if standby:
+            sources.append({"url": f"rtsp://127.0.0.2:1/{n}", "name": "spare"})
+        return {"sources": sources}
+
+    recorders = {"nvr-a": {"site": "a"}, "spare": {"site": "dc"}}
+    for cameras, ok in (({"c1": cam(1), "c2": cam(2)}, True), ({"c1": cam(1, False)}, False)):
+        proxy = Proxy(parse_config({"cameras": cameras, "recorders": recorders}))
+        assert proxy.api is not None
+        client: TestClient[Any, Any] = TestClient(TestServer(proxy.api.app, host="127.0.0.1"))
+        await client.start_server()
+        try:
+            r = await client.get("/api/v1/plan")
+            body = await r.json()
+        finally:
+            await client.close()
+        assert r.status == 200 and body["ok"] is ok and body["cameras"] == len(cameras)
+        assert body["uncovered"] == ([] if ok else ["c1"])

@@ -37,6 +37,7 @@ from rmfproxy.archive.export import (
 from rmfproxy.archive.report import CoverageReport, parse_time
 from rmfproxy.archive.store import JournalError
 from rmfproxy.config import Secret
+from rmfproxy.manage.plan import plan as plan_coverage
 from rmfproxy.ops.config_api import MAX_CONFIG_BODY, ConfigRoutes
 from rmfproxy.ops.http import (
     BodyError,
@@ -171,6 +172,7 @@ class AdminApi:
         r.add_get("/api/v1/cameras/{camera}/sources/{source}/thumbnail.jpg", self.thumbnail)
         r.add_get("/api/v1/cameras/{camera}/coverage", self.coverage)
         r.add_get("/api/v1/cameras/{camera}/recording.mp4", self.recording)
+        r.add_get("/api/v1/plan", self.plan)
         ConfigRoutes(lambda: self.proxy.keeper, self._authorize).register(r)
         r.add_get("/api/v1/openapi.yaml", self.static_file("openapi.yaml"))
         r.add_get("/", self.static_file("status.html"))
@@ -395,6 +397,12 @@ class AdminApi:
         except JournalError as exc:  # stopping, or the file became unusable
             return error_response(503, f"the coverage journal cannot answer: {exc}")
         report = CoverageReport.build(cam, start, end, per_source)
+        return web.json_response(report.to_json())
+
+    async def plan(self, request: web.Request) -> web.Response:
+        """The M->N coverage plan of the running configuration (as ``rmfproxy plan``)."""
+        strict = request.query.get("strict_sites", "").lower() in ("1", "true", "yes")
+        report = plan_coverage(self.proxy.config, strict_sites=strict)
         return web.json_response(report.to_json())
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
