@@ -296,6 +296,45 @@ class ApiConfig(_Model):
         return secret
 
 
+class SyncConfig(_Model):
+    """The other proxy of an active-active pair: camera changes follow each other."""
+
+    peer: str
+    """The other proxy's admin API base URL, e.g. ``http://10.0.0.2:9100``."""
+    token_env: str | None = None
+    """Environment variable holding the pair's shared secret (both proxies the same)."""
+    token_file: Path | None = None
+    """File holding that secret."""
+    token: str | None = Field(default=None, exclude=True, repr=False)
+    node: str | None = Field(default=None, min_length=1, max_length=64)
+    """This proxy's name in the pair (default: the host name); the two must differ."""
+
+    @field_validator("peer")
+    @classmethod
+    def _peer_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", v):
+            raise ValueError(
+                "must be the peer's admin API base URL, http(s)://host:port, "
+                "without credentials, query or fragment"
+            )
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _token_source(self) -> SyncConfig:
+        _check_secret_fields("token", self.token, self.token_env, self.token_file)
+        if self.token_env is None and self.token_file is None:
+            raise ValueError("needs token_env or token_file (the pair's shared secret)")
+        return self
+
+    def resolve_token(self) -> Secret:
+        """Read the pair secret from its environment variable or file."""
+        secret = _read_secret("token", self.token_env, self.token_file)
+        assert secret is not None  # validated: one of the two is set
+        if len(secret.value.strip()) < 16:
+            raise ValueError("the token must be at least 16 characters")
+        return secret
+
+
 class LogConfig(_Model):
     """Logging: JSON for production, console for a terminal."""
 
@@ -399,6 +438,8 @@ class Config(_Model):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     cameras: dict[str, CameraConfig] = Field(min_length=1)
     recorders: dict[str, RecorderConfig] = Field(default_factory=dict)
+    sync: SyncConfig | None = None
+    """The other proxy of an active-active pair (None: this proxy runs alone)."""
     """Recorder name -> site and capacity, for ``rmfproxy plan`` (optional)."""
     revision: int = Field(default=0, ge=0)
     """The document's revision: the proxy bumps it on every change it accepts (admin
@@ -457,6 +498,11 @@ def parse_config(data: Any) -> Config:
         cfg.api.resolve_token()
     except ValueError as exc:
         problems.append(("api", str(exc)))
+    if cfg.sync is not None:
+        try:
+            cfg.sync.resolve_token()
+        except ValueError as exc:
+            problems.append(("sync", str(exc)))
     journal = cfg.archive.journal
     if journal is not None and not journal.parent.is_dir():
         problems.append(

@@ -29,7 +29,13 @@ Theory of operation.
   document (comments are lost: keep the file under version control, or manage it
   through the API only).
 - **History.** The last :data:`HISTORY` changes are kept (revision, when, what,
-  through which path) for the API and, later, the peer sync's change feed.
+  through which path) for the API and the pair's change feed: each also holds its
+  camera-level operations with their versions (:mod:`rmfproxy.manage.sync`).
+- **The pair.** With ``sync:`` configured, the keeper also keeps a version per camera,
+  the open conflicts and the peer revision last applied, in
+  ``<config>.sync-state.json`` (written atomically after every change); the peer's
+  operations come in through :meth:`ConfigKeeper.apply_peer` (no If-Match: they are
+  judged by their versions instead), and long polls wait on :meth:`wait_for_change`.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import re
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +57,16 @@ import structlog
 import yaml
 
 from rmfproxy.config import Config, ConfigError, load_document, parse_config
+from rmfproxy.manage.sync import (
+    START,
+    CameraOp,
+    CameraVersion,
+    Conflict,
+    Verdict,
+    judge,
+    merged,
+    successor,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -74,8 +91,10 @@ class Revision:
     at: float
     """Unix time it was applied."""
     origin: str
-    """"api", "sighup" or "start"."""
+    """"api", "sighup", "start" or "peer" (the pair's other proxy)."""
     change: ConfigChange = field(default_factory=lambda: ConfigChange([], [], []))
+    ops: tuple[CameraOp, ...] = ()
+    """Its camera-level operations, with their versions and origin nodes."""
 
 
 class PreconditionRequired(Exception):
@@ -141,6 +160,52 @@ class ConfigKeeper:
         self.history: deque[Revision] = deque(maxlen=HISTORY)
         self.history.append(Revision(self.revision, time.time(), "start"))
         self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._closing = False
+        # the pair (rmfproxy.manage.sync); inert until enable_sync
+        self.node = ""
+        """This proxy's name in the pair ("" without one)."""
+        self.versions: dict[str, CameraVersion] = {}
+        """Camera -> its version (deleted cameras keep theirs); absent: START."""
+        self.conflicts: dict[str, Conflict] = {}
+        """Camera -> the open conflict with the peer."""
+        self.clock = 0
+        """Lamport clock: the largest camera version seen."""
+        self.peer: str | None = None
+        self.peer_revision = 0
+        """The peer's revision whose changes were last applied here."""
+        self.sync_token: str | None = None
+        """The pair's secret (signed requests of the peer), None without a pair."""
+        self.state_path: Path | None = None
+
+    def enable_sync(self, node: str, peer: str, token: str) -> None:
+        """Keep camera versions for a pair; loads ``<config>.sync-state.json``."""
+        self.node = node
+        self.peer = peer
+        self.sync_token = token
+        if self.path is None:
+            return
+        self.state_path = self.path.with_name(self.path.name + ".sync-state.json")
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("sync.state_unreadable", path=str(self.state_path), reason=str(exc))
+            return
+        try:
+            self.versions = {
+                cam: CameraVersion.from_json(v) for cam, v in (data.get("cameras") or {}).items()
+            }
+            self.conflicts = {
+                c["camera"]: Conflict.from_json(c) for c in data.get("conflicts") or []
+            }
+            seen = [v.version for v in self.versions.values()]
+            self.clock = max([_int(data.get("clock")), *seen])
+            if data.get("peer") == peer and data.get("node") == node:
+                self.peer_revision = _int(data.get("peer_revision"))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.error("sync.state_unreadable", path=str(self.state_path), reason=str(exc))
 
     @property
     def etag(self) -> str:
@@ -162,7 +227,7 @@ class ConfigKeeper:
             doc.setdefault("cameras", {})[camera] = copy.deepcopy(body)
             return doc
 
-        return await self._commit(edit, if_match, "api")
+        return await self._commit(edit, if_match, "api", frozenset({camera}))
 
     async def delete_camera(self, camera: str, if_match: str | None) -> ConfigChange:
         """One camera removed (``DELETE /api/v1/cameras/{id}``); KeyError if unknown."""
@@ -174,7 +239,7 @@ class ConfigKeeper:
             del cameras[camera]
             return doc
 
-        return await self._commit(edit, if_match, "api")
+        return await self._commit(edit, if_match, "api", frozenset({camera}))
 
     async def reload(self) -> ConfigChange | None:
         """SIGHUP: apply the file as the operator left it; None (logged) if it is broken
@@ -197,7 +262,13 @@ class ConfigKeeper:
 
     # the one path every change takes ----------------------------------------------
 
-    async def _commit(self, edit: Any, if_match: str | None, origin: str) -> ConfigChange:
+    async def _commit(
+        self,
+        edit: Any,
+        if_match: str | None,
+        origin: str,
+        touched: frozenset[str] = frozenset(),
+    ) -> ConfigChange:
         async with self._lock:
             if origin == "api":
                 self._check(if_match)
@@ -206,30 +277,184 @@ class ConfigKeeper:
             if origin == "sighup" and unchanged:
                 log.info("config.reload_unchanged", revision=self.revision)
                 return ConfigChange([], [], [])
-            revision = max(self.revision, _int(doc.get("revision"))) + 1
-            doc["revision"] = revision
-            new = parse_config(doc)  # ConfigError: nothing written, nothing applied
-            fixed = restart_only_changes(self.proxy.config, new)
-            if fixed:
-                raise ConfigError([(f, "changing it needs a restart of rmfproxy") for f in fixed])
-            if self.path is not None:
-                if origin == "sighup":
-                    await asyncio.to_thread(_set_revision_line, self.path, revision)
+            return await self._commit_locked(doc, origin, touched=touched)
+
+    async def _commit_locked(
+        self,
+        doc: dict[str, Any],
+        origin: str,
+        *,
+        peer_op: CameraOp | None = None,
+        touched: frozenset[str] = frozenset(),
+    ) -> ConfigChange:
+        revision = max(self.revision, _int(doc.get("revision"))) + 1
+        doc["revision"] = revision
+        new = parse_config(doc)  # ConfigError: nothing written, nothing applied
+        fixed = restart_only_changes(self.proxy.config, new)
+        if fixed:
+            raise ConfigError([(f, "changing it needs a restart of rmfproxy") for f in fixed])
+        if self.path is not None:
+            if origin == "sighup":
+                await asyncio.to_thread(_set_revision_line, self.path, revision)
+            else:
+                await asyncio.to_thread(write_atomically, self.path, _dump(doc))
+        change = await self.proxy.apply(new)
+        old, self.document = self.document, doc
+        self.revision = revision
+        if peer_op is not None:
+            ops = [replace(peer_op, revision=revision)]
+        else:
+            ops = self._local_ops(old, doc, revision, touched)
+        for op in ops:
+            self.versions[op.camera] = op.version
+        self.history.append(Revision(revision, time.time(), origin, change, tuple(ops)))
+        await self._save_state()
+        self._wake()
+        log.info(
+            "config.applied",
+            revision=revision,
+            origin=origin,
+            added=change.added,
+            removed=change.removed,
+            changed=change.changed,
+        )
+        return change
+
+    def _local_ops(
+        self, old: dict[str, Any], new: dict[str, Any], revision: int, touched: frozenset[str]
+    ) -> list[CameraOp]:
+        """The camera operations of a local change, each with a new version; a camera
+        written again (even unchanged) closes its conflict."""
+        before, after = old.get("cameras") or {}, new.get("cameras") or {}
+        ops = []
+        for cam in [*after, *(c for c in before if c not in after)]:
+            body = after.get(cam)
+            if body == before.get(cam) and not (cam in touched and cam in self.conflicts):
+                continue
+            conflict = self.conflicts.pop(cam, None)
+            also = conflict.remote if conflict is not None else None
+            version = successor(self.node, self.clock, self.versions.get(cam, START), also)
+            self.clock = version.version
+            ops.append(CameraOp(cam, copy.deepcopy(body), version, revision))
+        return ops
+
+    # the pair -------------------------------------------------------------------------
+
+    async def apply_peer(self, op: CameraOp) -> Verdict:
+        """The peer's camera operation, judged by its version (:func:`judge`): applied
+        (recorded with the peer's version and origin), merged, skipped, or kept out as
+        a conflict. Never needs If-Match; never raises for a refused document (logged,
+        kept out as a conflict)."""
+        async with self._lock:
+            self.clock = max(self.clock, op.version.version)
+            cam = op.camera
+            local = self.versions.get(cam, START)
+            body = (self.document.get("cameras") or {}).get(cam)
+            verdict = judge(self.node, local, body, op)
+            if verdict is Verdict.SAME:
+                self.versions[cam] = merged(local, op.version)
+                self.conflicts.pop(cam, None)
+                await self._save_state()
+            elif verdict is Verdict.APPLY:
+                doc = copy.deepcopy(self.document)
+                if op.body is None:
+                    (doc.get("cameras") or {}).pop(cam, None)
                 else:
-                    await asyncio.to_thread(write_atomically, self.path, _dump(doc))
-            change = await self.proxy.apply(new)
-            self.document = doc
-            self.revision = revision
-            self.history.append(Revision(revision, time.time(), origin, change))
-            log.info(
-                "config.applied",
-                revision=revision,
-                origin=origin,
-                added=change.added,
-                removed=change.removed,
-                changed=change.changed,
-            )
-            return change
+                    doc.setdefault("cameras", {})[cam] = copy.deepcopy(op.body)
+                conflict = self.conflicts.pop(cam, None)
+                try:
+                    await self._commit_locked(doc, "peer", peer_op=op)
+                except ConfigError as exc:
+                    if conflict is not None:
+                        self.conflicts[cam] = conflict
+                    log.error(
+                        "sync.op_refused",
+                        camera=cam,
+                        origin=op.version.origin,
+                        version=op.version.version,
+                        problems=[f"{where}: {what}" for where, what in exc.problems],
+                    )
+                    self._record_conflict(local, op)
+                    await self._save_state()
+                    return Verdict.CONFLICT
+            elif verdict is Verdict.CONFLICT and self._record_conflict(local, op):
+                await self._save_state()
+            return verdict
+
+    def _record_conflict(self, local: CameraVersion, op: CameraOp) -> bool:
+        known = self.conflicts.get(op.camera)
+        if known is not None and known.remote.id == op.version.id:
+            return False
+        self.conflicts[op.camera] = Conflict(op.camera, local, op.version, time.time())
+        log.warning(
+            "sync.conflict",
+            camera=op.camera,
+            local_version=local.version,
+            local_origin=local.origin,
+            remote_version=op.version.version,
+            remote_origin=op.version.origin,
+        )
+        return True
+
+    def changes_since(self, since: int) -> list[CameraOp] | None:
+        """The camera operations committed after revision ``since``; None when the kept
+        history does not reach back to it (or ``since`` is ahead of this proxy)."""
+        if since > self.revision or since < self.history[0].revision:
+            return None
+        return [op for r in self.history if r.revision > since for op in r.ops]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every camera with its version (deleted ones with theirs), for a follower that
+        cannot be given the changes."""
+        cameras = self.document.get("cameras") or {}
+        out: dict[str, Any] = {}
+        for cam in [*cameras, *(c for c in self.versions if c not in cameras)]:
+            op = CameraOp(cam, cameras.get(cam), self.versions.get(cam, START), self.revision)
+            item = op.to_json()
+            del item["camera"]
+            out[cam] = item
+        return {"revision": self.revision, "node": self.node, "cameras": out}
+
+    async def wait_for_change(self, after: int, seconds: float) -> None:
+        """Until the revision is past ``after`` or ``seconds`` passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.revision <= after and not self._closing:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def set_peer_revision(self, revision: int) -> None:
+        """The peer's revision whose changes are applied (kept for catch-up)."""
+        async with self._lock:
+            if revision != self.peer_revision:
+                self.peer_revision = revision
+                await self._save_state()
+
+    def release_waiters(self) -> None:
+        """End every long poll now (the proxy stops: its listener must not wait)."""
+        self._closing = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _save_state(self) -> None:
+        if self.state_path is None:
+            return
+        data = {
+            "node": self.node,
+            "peer": self.peer,
+            "peer_revision": self.peer_revision,
+            "clock": self.clock,
+            "cameras": {cam: v.to_json() for cam, v in self.versions.items()},
+            "conflicts": [c.to_json() for c in self.conflicts.values()],
+        }
+        text = json.dumps(data, indent=1) + "\n"
+        await asyncio.to_thread(write_atomically, self.state_path, text)
 
     def _check(self, if_match: str | None) -> None:
         if if_match is None or not if_match.strip():

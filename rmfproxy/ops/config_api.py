@@ -5,7 +5,13 @@
 - ``PUT /api/v1/cameras/{camera}``: one camera (its object under ``cameras``);
   201 when it is new, 200 when it replaced one.
 - ``DELETE /api/v1/cameras/{camera}``: one camera removed.
-- ``GET /api/v1/config/revisions``: the recent changes.
+- ``GET /api/v1/config/revisions``: the recent changes (with their camera operations).
+- ``GET /api/v1/config/changes?since=REV&wait=S``: the pair's change feed
+  (:mod:`rmfproxy.manage.sync`): the camera operations after revision ``REV``, waiting
+  up to ``S`` seconds (at most 30) for one; 410 with a snapshot when ``REV`` is out of
+  the kept history. Signed by the peer (:mod:`rmfproxy.manage.signing`) or with the
+  bearer token.
+- ``GET /api/v1/config/conflicts``: cameras both proxies of the pair changed.
 
 Every one needs the bearer token (the document names recorders, users and the
 environment variables holding secrets, never secret values). Writes need ``If-Match``:
@@ -17,6 +23,8 @@ is 409, named. A write answers the new ``ETag`` and what changed.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -29,6 +37,8 @@ from rmfproxy.manage.revisions import (
     PreconditionFailed,
     PreconditionRequired,
 )
+from rmfproxy.manage.signing import NONCE, SIGNATURE, TIMESTAMP, SignatureGuard
+from rmfproxy.manage.sync import MAX_WAIT
 from rmfproxy.ops.http import BodyError, body_bytes, error_response, parse_json
 
 if TYPE_CHECKING:
@@ -50,11 +60,14 @@ class ConfigRoutes:
     ) -> None:
         self._keeper = keeper
         self._authorize = authorize
+        self._signatures = SignatureGuard()
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_get("/api/v1/config", self.get)
         router.add_put("/api/v1/config", self.put)
         router.add_get("/api/v1/config/revisions", self.revisions)
+        router.add_get("/api/v1/config/changes", self.changes)
+        router.add_get("/api/v1/config/conflicts", self.conflicts)
         router.add_put("/api/v1/cameras/{camera}", self.put_camera)
         router.add_delete("/api/v1/cameras/{camera}", self.delete_camera)
 
@@ -78,10 +91,73 @@ class ConfigRoutes:
                 "added": r.change.added,
                 "removed": r.change.removed,
                 "changed": r.change.changed,
+                "ops": [
+                    {"camera": op.camera, "op": "delete" if op.body is None else "put"}
+                    | op.version.to_json()
+                    for op in r.ops
+                ],
             }
             for r in keeper.history
         ]
         return web.json_response({"revision": keeper.revision, "changes": body})
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """The pair's change feed: camera operations after ``since`` (long poll)."""
+        if (denied := await self._peer_or_admin(request)) is not None:
+            return denied
+        keeper = self._keeper()
+        try:
+            since = int(request.query.get("since", "0"))
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            return error_response(400, "since must be an integer and wait a number of seconds")
+        if since < 0 or not math.isfinite(wait) or wait < 0:
+            return error_response(400, "since and wait must not be negative")
+        if keeper.changes_since(since) == [] and wait > 0:
+            await keeper.wait_for_change(since, min(wait, MAX_WAIT))
+        ops = keeper.changes_since(since)
+        if ops is None:
+            return web.json_response(keeper.snapshot(), status=410)
+        return web.json_response(
+            {
+                "revision": keeper.revision,
+                "node": keeper.node,
+                "changes": [op.to_json() for op in ops],
+            }
+        )
+
+    async def conflicts(self, request: web.Request) -> web.Response:
+        """Cameras both proxies of the pair changed since they last agreed."""
+        if (denied := await self._peer_or_admin(request)) is not None:
+            return denied
+        keeper = self._keeper()
+        body = [
+            c.to_json()
+            | {"at": dt.datetime.fromtimestamp(c.at, dt.UTC).isoformat(timespec="milliseconds")}
+            for c in keeper.conflicts.values()
+        ]
+        return web.json_response({"node": keeper.node, "conflicts": body})
+
+    async def _peer_or_admin(self, request: web.Request) -> web.Response | None:
+        """A request signed with the pair token, or one with the admin bearer token."""
+        keeper = self._keeper()
+        if SIGNATURE not in request.headers:
+            return self._authorize(request)
+        token = keeper.sync_token
+        if token is None:
+            return error_response(401, "signed requests need a pair (sync) configured")
+        try:
+            body = await body_bytes(request)
+        except BodyError as exc:
+            return error_response(exc.status, exc.message)
+        headers = {h: request.headers.get(h, "") for h in (TIMESTAMP, NONCE, SIGNATURE)}
+        why = self._signatures.check(
+            token, request.method, request.path_qs, body, headers, time.time()
+        )
+        if why is not None:
+            log.warning("sync.request_refused", reason=why, peer=request.remote)
+            return error_response(401, f"signed request refused: {why}")
+        return None
 
     async def put(self, request: web.Request) -> web.Response:
         """Replace the whole document."""

@@ -24,6 +24,7 @@ from rmfproxy.manage.revisions import (
     document_of,
     restart_only_changes,
 )
+from rmfproxy.manage.sync import PeerFollower, SyncCollector
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.relay.feed import Feed, _Listener
@@ -111,7 +112,15 @@ class Proxy:
             self.server.replay_prefix = REPLAY_PREFIX
         self.keeper = ConfigKeeper(self, document or document_of(config), path)
         """The running document and its revision: live changes go through it."""
+        self.sync: PeerFollower | None = None
+        """The follower of the pair's other proxy (``sync:``), or None."""
+        if config.sync is not None:
+            node = config.sync.node or socket.gethostname()
+            token = config.sync.resolve_token().value
+            self.keeper.enable_sync(node, config.sync.peer, token)
+            self.sync = PeerFollower(self.keeper, config.sync.peer, token)
         self.metrics = ProxyMetrics(self)
+        self.metrics.registry.register(SyncCollector(lambda: self.keeper, lambda: self.sync))
         self.api: AdminApi | None = None
         if config.api.enabled:
             self.api = AdminApi(
@@ -161,6 +170,8 @@ class Proxy:
         for feed in self.feeds.values():
             feed.start()
         self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
+        if self.sync is not None:
+            self.sync.start()
         log.info(
             "proxy.started",
             cameras=len(self.feeds),
@@ -173,6 +184,9 @@ class Proxy:
         if self.journal is not None:
             # First: the intervals end at the last sample taken while the sources ran.
             await self.journal.stop()
+        if self.sync is not None:
+            await self.sync.stop()
+        self.keeper.release_waiters()
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
