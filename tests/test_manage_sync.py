@@ -13,10 +13,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 import yaml
 
 from rmfproxy.config import ConfigError, load_document, parse_config
-from rmfproxy.manage.signing import SKEW, SignatureGuard, sign_headers
+from rmfproxy.manage import sync
+from rmfproxy.manage.signing import (
+    SIGNATURE,
+    SKEW,
+    SignatureGuard,
+    response_is_signed,
+    sign_headers,
+)
 from rmfproxy.manage.sync import (
     START,
     CameraOp,
@@ -326,7 +334,13 @@ async def test_peer_requests_need_a_fresh_unique_signature(
                     return r.status
 
             good = sign_headers(PAIR, "GET", target, b"", time.time())
-            assert await status(good) == 200
+            async with http.get(url, headers=good) as r:
+                assert r.status == 200
+                answer = await r.read()
+                # the answer is signed for this request: a follower can trust it
+                given = r.headers.get(SIGNATURE)
+                assert response_is_signed(PAIR, good[SIGNATURE], 200, answer, given)
+                assert not response_is_signed(PAIR, good[SIGNATURE], 200, answer + b" ", given)
             assert await status(good) == 401  # replayed
             assert await status({}) == 401  # neither signature nor token
             wrong = sign_headers("not-the-pair-secret-42", "GET", target, b"", time.time())
@@ -440,3 +454,36 @@ async def test_catch_up_after_downtime_and_conflicts_kept_on_both(
         finally:
             for p in reversed(running):
                 await p.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.asyncio(loop_factories=["uvloop"])
+async def test_an_unreachable_peer_is_logged_once_per_change_of_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RMF_S_TOKEN", TOKEN)
+    monkeypatch.setenv("RMF_S_PAIR", PAIR)
+    monkeypatch.setattr(sync, "BACKOFF_MIN", 0.02)
+    monkeypatch.setattr(sync, "BACKOFF_MAX", 0.05)
+    cams = {"a": {"sources": [{"url": "rtsp://127.0.0.1:1/a"}]}}
+    pa, pb = pair_files(tmp_path, cams)
+    a, b = make_proxy(pa), make_proxy(pb)
+    with structlog.testing.capture_logs() as logs:
+        await a.start()
+        await b.start()
+        try:
+            assert a.sync is not None
+            await asyncio.sleep(1.0)  # many retries against NOWHERE
+            await link(a, b)
+            await until(lambda: a.sync is not None and a.sync.up)
+            await b.stop()
+            await until(lambda: a.sync is not None and not a.sync.up)
+            await asyncio.sleep(0.5)
+        finally:
+            await a.stop()
+    events = [e["event"] for e in logs if e["event"].startswith("sync.peer_")]
+    mine = [e for e in logs if e["event"].startswith("sync.peer_") and e["peer"] != NOWHERE]
+    # A: down (NOWHERE), then up (B), then down (B stopped): one line each, not per retry
+    assert [e["event"] for e in mine][-2:] == ["sync.peer_up", "sync.peer_down"]
+    assert events.count("sync.peer_down") <= 4
+    assert PAIR not in repr(logs)

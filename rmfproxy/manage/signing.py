@@ -11,6 +11,11 @@ Theory of operation.
   within it: run NTP), and a signature already accepted within that window (a
   replayed request). A signature older than the window cannot be replayed: its
   timestamp is refused first, so remembering the window's signatures is enough.
+- **Answers are signed too.** The answer to a signed request carries
+  ``X-Rmfproxy-Signature``: ``HMAC-SHA256(token, "response" "\n" status "\n"
+  the request's signature "\n" SHA-256(body))``. Bound to the request's (unique)
+  signature, an answer cannot be replayed to another request, and a follower applies
+  only changes the other proxy of its pair sent.
 - No I/O and no clock reading here: callers pass ``now``.
 """
 
@@ -35,6 +40,21 @@ def signature(token: str, method: str, target: str, body: bytes, ts: str, nonce:
     digest = hashlib.sha256(body).hexdigest()
     message = "\n".join((method.upper(), target, digest, ts, nonce)).encode()
     return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def response_signature(token: str, request_signature: str, status: int, body: bytes) -> str:
+    """The hex HMAC-SHA256 of the answer to a signed request."""
+    digest = hashlib.sha256(body).hexdigest()
+    message = "\n".join(("response", str(status), request_signature, digest)).encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def response_is_signed(
+    token: str, request_signature: str, status: int, body: bytes, given: str | None
+) -> bool:
+    """Whether ``given`` signs this answer with ``token``."""
+    expected = response_signature(token, request_signature, status, body)
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
 def sign_headers(token: str, method: str, target: str, body: bytes, now: float) -> dict[str, str]:

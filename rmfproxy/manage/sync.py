@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rmfproxy.manage.signing import sign_headers
+from rmfproxy.manage.signing import SIGNATURE, response_is_signed, sign_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,6 +73,8 @@ POLL_WAIT = 25.0
 """Seconds the follower asks the peer to hold a long poll."""
 MAX_WAIT = 30.0
 """Longest long poll the feed holds."""
+MAX_FEED_BYTES = 16 << 20
+"""Largest feed answer read from the peer."""
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 
@@ -279,6 +282,8 @@ class PeerFollower:
         self.applied = 0
         """Peer operations applied (or merged)."""
         self._task: asyncio.Task[None] | None = None
+        self._applying: asyncio.Task[None] | None = None
+        """The operations of one answer being applied: never cancelled half-way."""
         self._state: str | None = None
 
     def start(self) -> None:
@@ -293,6 +298,12 @@ class PeerFollower:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._applying is not None:
+            # a stop between two keeper calls, not inside one (a half-applied camera,
+            # a state file behind the running configuration)
+            with contextlib.suppress(Exception):  # logged by _apply
+                await self._applying
+            self._applying = None
 
     async def _run(self) -> None:
         backoff = BACKOFF_MIN
@@ -304,7 +315,10 @@ class PeerFollower:
                         await self.poll_once(http, POLL_WAIT)
                     except asyncio.CancelledError:
                         raise
-                    except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+                    except Exception as exc:
+                        expected = (aiohttp.ClientError, TimeoutError, ValueError, OSError)
+                        if not isinstance(exc, expected):
+                            log.exception("sync.poll_failed", peer=self.peer)
                         self._set_state("down", reason=type(exc).__name__, detail=str(exc)[:200])
                         await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
                         backoff = min(backoff * 2, BACKOFF_MAX)
@@ -329,8 +343,16 @@ class PeerFollower:
         async with http.get(url, headers=headers) as r:
             if r.status not in (200, 410):
                 raise ValueError(f"the peer answered {r.status}")
-            data = await r.json(content_type=None)
+            raw = bytearray()
+            async for chunk in r.content.iter_chunked(1 << 16):
+                raw += chunk
+                if len(raw) > MAX_FEED_BYTES:
+                    raise ValueError(f"the peer's answer is over {MAX_FEED_BYTES} bytes")
             status = r.status
+            given = r.headers.get(SIGNATURE)
+        if not response_is_signed(self._token, headers[SIGNATURE], status, bytes(raw), given):
+            raise ValueError("the peer's answer is not signed with the pair token")
+        data = json.loads(raw)
         self._set_state("up")
         if not isinstance(data, dict) or not isinstance(data.get("revision"), int):
             raise ValueError("the peer's feed is malformed")
@@ -342,10 +364,19 @@ class PeerFollower:
             if not isinstance(changes, list):
                 raise ValueError("the peer's feed is malformed")
             ops = [CameraOp.from_json(c) for c in changes]
-        for op in ops:
-            if await self.keeper.apply_peer(op) in (Verdict.APPLY, Verdict.SAME):
-                self.applied += 1
-        await self.keeper.set_peer_revision(data["revision"])
+        self._applying = asyncio.create_task(self._apply(ops, data["revision"]))
+        await asyncio.shield(self._applying)  # a cancel here leaves it to stop()
+        self._applying = None
+
+    async def _apply(self, ops: list[CameraOp], revision: int) -> None:
+        try:
+            for op in ops:
+                if await self.keeper.apply_peer(op) in (Verdict.APPLY, Verdict.SAME):
+                    self.applied += 1
+            await self.keeper.set_peer_revision(revision)
+        except Exception:
+            log.exception("sync.apply_failed", peer=self.peer)
+            raise
 
     def _set_state(self, state: str, **fields: Any) -> None:
         self.up = state == "up"

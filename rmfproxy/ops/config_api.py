@@ -37,7 +37,13 @@ from rmfproxy.manage.revisions import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from rmfproxy.manage.signing import NONCE, SIGNATURE, TIMESTAMP, SignatureGuard
+from rmfproxy.manage.signing import (
+    NONCE,
+    SIGNATURE,
+    TIMESTAMP,
+    SignatureGuard,
+    response_signature,
+)
 from rmfproxy.manage.sync import MAX_WAIT
 from rmfproxy.ops.http import BodyError, body_bytes, error_response, parse_json
 
@@ -117,14 +123,22 @@ class ConfigRoutes:
             await keeper.wait_for_change(since, min(wait, MAX_WAIT))
         ops = keeper.changes_since(since)
         if ops is None:
-            return web.json_response(keeper.snapshot(), status=410)
-        return web.json_response(
-            {
-                "revision": keeper.revision,
-                "node": keeper.node,
-                "changes": [op.to_json() for op in ops],
-            }
-        )
+            response = web.json_response(keeper.snapshot(), status=410)
+        else:
+            response = web.json_response(
+                {
+                    "revision": keeper.revision,
+                    "node": keeper.node,
+                    "changes": [op.to_json() for op in ops],
+                }
+            )
+        signed = request.headers.get(SIGNATURE)
+        if signed is not None and keeper.sync_token is not None:
+            assert isinstance(response.body, bytes)
+            response.headers[SIGNATURE] = response_signature(
+                keeper.sync_token, signed, response.status, response.body
+            )
+        return response
 
     async def conflicts(self, request: web.Request) -> web.Response:
         """Cameras both proxies of the pair changed since they last agreed."""
