@@ -356,6 +356,11 @@ class PeerFollower:
         self._set_state("up")
         if not isinstance(data, dict) or not isinstance(data.get("revision"), int):
             raise ValueError("the peer's feed is malformed")
+        if data.get("node") == self.keeper.node:
+            # Each would take the other's changes for its own and skip them.
+            raise ValueError(
+                f"the peer is named {self.keeper.node!r} too: give each proxy its own sync.node"
+            )
         if status == 410:
             log.info("sync.snapshot", peer=self.peer, since=since, revision=data["revision"])
             ops = _snapshot_ops(data.get("cameras"))

@@ -180,12 +180,14 @@ class Proxy:
         )
 
     async def stop(self) -> None:
-        """Close the journal's open intervals, stop serving, then stop every feed."""
+        """Stop following the pair's other proxy, close the journal's open intervals,
+        stop serving, then stop every feed."""
+        if self.sync is not None:
+            # Before anything: a peer change being applied is finished, not cut.
+            await self.sync.stop()
         if self.journal is not None:
             # First: the intervals end at the last sample taken while the sources ran.
             await self.journal.stop()
-        if self.sync is not None:
-            await self.sync.stop()
         self.keeper.release_waiters()
         if self._lag_task is not None:
             self._lag_task.cancel()
