@@ -16,8 +16,9 @@ import pytest
 import structlog
 import yaml
 
-from rmfproxy.config import ConfigError, load_document, parse_config
+from rmfproxy.config import Config, ConfigError, load_document, parse_config
 from rmfproxy.manage import sync
+from rmfproxy.manage.revisions import ConfigChange, ConfigKeeper
 from rmfproxy.manage.signing import (
     SIGNATURE,
     SKEW,
@@ -134,6 +135,93 @@ def test_sync_section_is_validated_with_field_names(monkeypatch: pytest.MonkeyPa
     )
     assert cfg.sync is not None and cfg.sync.peer == "http://h:1"
     assert PAIR not in repr(cfg)
+
+
+class FakeProxy:
+    """What a keeper changes, without sockets: the config it runs."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    async def apply(self, new: Config) -> ConfigChange:
+        old, self.config = self.config, new
+        return ConfigChange(
+            [c for c in new.cameras if c not in old.cameras],
+            [c for c in old.cameras if c not in new.cameras],
+            [c for c in new.cameras if c in old.cameras and new.cameras[c] != old.cameras[c]],
+        )
+
+
+def cam(n: int) -> dict[str, Any]:
+    return {"sources": [{"url": f"rtsp://127.0.0.1:1/{n}"}]}
+
+
+def keeper(tmp_path: Path, node: str, doc: dict[str, Any]) -> ConfigKeeper:
+    path = tmp_path / f"{node}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    k = ConfigKeeper(FakeProxy(parse_config(doc)), doc, path)
+    k.enable_sync(node, "http://peer:1", PAIR)
+    return k
+
+
+async def exchange(a: ConfigKeeper, b: ConfigKeeper, seen: dict[str, int]) -> list[Verdict]:
+    """One round of each following the other's feed (what PeerFollower does): the
+    verdicts but OWN (a keeper's own operations coming back through the other)."""
+    verdicts = []
+    for me, peer in ((a, b), (b, a)):
+        ops = peer.changes_since(seen[me.node])
+        assert ops is not None
+        for op in ops:
+            verdicts.append(await me.apply_peer(op))
+        seen[me.node] = peer.revision
+    return [v for v in verdicts if v is not Verdict.OWN]
+
+
+@pytest.mark.asyncio
+async def test_two_keepers_converge_without_ping_pong_and_keep_conflicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RMF_S_PAIR", PAIR)
+    doc = {"cameras": {"x": cam(1), "y": cam(2)}, "api": {"enabled": False}}
+    user = {"name": "u", "password_env": "RMF_S_PAIR", "cameras": ["x"]}
+    a = keeper(tmp_path, "a", {**doc, "rtsp": {"users": [user]}})
+    b = keeper(tmp_path, "b", doc)
+    seen = {"a": 1, "b": 1}
+    await a.put_camera("z", cam(3), "*")
+    await b.delete_camera("y", "*")
+    assert await exchange(a, b, seen) == [Verdict.APPLY, Verdict.APPLY]
+    assert a.document["cameras"] == b.document["cameras"] == {"x": cam(1), "z": cam(3)}
+    # in step: further rounds change nothing, own operations come back and are skipped
+    revisions = (a.revision, b.revision)
+    assert await exchange(a, b, seen) == []
+    assert (a.revision, b.revision) == revisions == (3, 3)
+    # SIGHUP: the operator's file edited on b follows too
+    assert b.path is not None
+    edited = yaml.safe_load(b.path.read_text())
+    edited["cameras"]["x"] = cam(9)
+    b.path.write_text(yaml.safe_dump(edited))
+    await b.reload()
+    assert await exchange(a, b, seen) == [Verdict.APPLY]
+    assert a.document["cameras"]["x"] == cam(9)
+    # concurrent edits: a conflict on both, each keeps its own
+    await a.put_camera("z", cam(4), "*")
+    await b.put_camera("z", cam(5), "*")
+    assert await exchange(a, b, seen) == [Verdict.CONFLICT, Verdict.CONFLICT]
+    assert a.document["cameras"]["z"] == cam(4) and b.document["cameras"]["z"] == cam(5)
+    assert a.conflicts["z"].remote.origin == "b" and b.conflicts["z"].remote.origin == "a"
+    # kept across a restart (the state file)
+    again = ConfigKeeper(FakeProxy(parse_config(b.document)), b.document, b.path)
+    again.enable_sync("b", "http://peer:1", PAIR)
+    assert set(again.conflicts) == {"z"} and again.versions == b.versions
+    # b writes z again (the same body even): resolved on both, a takes it
+    await b.put_camera("z", cam(5), "*")
+    assert not b.conflicts
+    assert await exchange(a, b, seen) == [Verdict.APPLY]
+    assert not a.conflicts and a.document["cameras"]["z"] == cam(5)
+    # a peer change that does not validate here (a's user lists x) is kept out, reported
+    await b.delete_camera("x", "*")
+    assert await exchange(a, b, seen) == [Verdict.CONFLICT]
+    assert "x" in a.document["cameras"] and a.conflicts["x"].remote.origin == "b"
 
 
 # end to end ---------------------------------------------------------------------------
