@@ -514,6 +514,8 @@ async def test_catch_up_after_downtime_and_conflicts_kept_on_both(
                 assert listed[0]["local"]["origin"] == mine
                 assert listed[0]["remote"]["origin"] == theirs
                 assert await admin.metric("rmfproxy_sync_conflicts") == 1
+                # and on the camera itself (the status page marks the tile)
+                assert (await admin.get("/api/v1/cameras/lobby"))["sync_conflict"] is True
             # no ping-pong while in conflict either
             revisions = (a.keeper.revision, b2.keeper.revision)
             await asyncio.sleep(1.0)

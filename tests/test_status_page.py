@@ -66,6 +66,13 @@ async def test_status_page_shows_every_camera_and_follows_a_failover() -> None:
                 assert tile["thumb"] == 320 and tile["thumbSource"] == "r1"
                 assert not tile["placeholderShown"]
 
+            # The coverage plan of the running config: each camera has two recorders.
+            await until(browser, "document.getElementById('plan').dataset.ok === 'true'", 10)
+            plan = await browser.evaluate("document.getElementById('plan').textContent")
+            assert plan == "plan: every single recorder failure covered"
+            assert await browser.evaluate(
+                "Array.from(document.querySelectorAll('.tile')).every(t => !t.dataset.conflict)"
+            )
             # Everything the page loaded came from the proxy itself (no CDN, no font host).
             resources = await browser.evaluate(
                 "performance.getEntriesByType('resource').map(e => e.name)"

@@ -133,6 +133,7 @@ def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> di
         "output_stalls": feed.output_stalls,
         "clients": feed.clients,
         "no_healthy_source_seconds": round(feed.no_source_seconds, 3),
+        "sync_conflict": cam in proxy.keeper.conflicts,
         "sources": sources,
         "switches": [_switch_json(r) for r in reversed(feed.switches[-switches:])],
     }

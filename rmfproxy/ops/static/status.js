@@ -1,6 +1,7 @@
 // rmfproxy status page: polls the admin API, no external assets.
 "use strict";
 const POLL_MS = 2000;
+const PLAN_MS = 60000;
 const THUMB_MS = 5000;
 const grid = document.getElementById("grid");
 const tiles = new Map();
@@ -67,7 +68,10 @@ function render(cam) {
   }));
   const kbps = cam.sources.filter((s) => s.active).map((s) => Math.round(s.bitrate_bps / 1000));
   t.root.classList.toggle("stalled", cam.delivering === false && healthy > 0);
-  t.meta.textContent = (cam.delivering === false && healthy > 0 ? "NO VIDEO OUT · " : "") +
+  t.root.classList.toggle("conflict", !!cam.sync_conflict);
+  t.root.dataset.conflict = cam.sync_conflict ? "1" : "";
+  t.meta.textContent = (cam.sync_conflict ? "CONFIG CONFLICT with the peer proxy · " : "") +
+    (cam.delivering === false && healthy > 0 ? "NO VIDEO OUT · " : "") +
     `${cam.clients} client(s)` + (kbps.length ? ` · ${kbps[0]} kbit/s` : "") +
     ` · ${healthy}/${cam.sources.length} sources healthy`;
   t.switches.replaceChildren(...cam.switches.slice(0, 3).map((s) =>
@@ -428,6 +432,30 @@ async function poll() {
   }
 }
 
+// The M->N coverage plan of the running configuration: does every single recorder
+// failure leave every camera a source? (GET /api/v1/plan, as `rmfproxy plan`.)
+async function pollPlan() {
+  const chip = document.getElementById("plan");
+  try {
+    const r = await fetch("/api/v1/plan", { cache: "no-store" });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const plan = await r.json();
+    chip.dataset.ok = plan.ok ? "true" : "false";
+    chip.classList.toggle("plan-bad", !plan.ok);
+    chip.textContent = plan.ok
+      ? "plan: every single recorder failure covered"
+      : `plan: ${plan.uncovered.length} camera(s) uncovered by a single failure` +
+        (plan.uncovered.length ? " (" + plan.uncovered.slice(0, 5).join(", ") + ")" : "");
+    chip.title = (plan.findings || []).map((f) => f.message || JSON.stringify(f)).join("\n");
+  } catch (e) {
+    chip.dataset.ok = "";
+    chip.textContent = "plan unavailable";
+  }
+  chip.hidden = false;
+}
+
 setupHoursMenu();
 poll();
 setInterval(poll, POLL_MS);
+pollPlan();
+setInterval(pollPlan, PLAN_MS);
