@@ -22,7 +22,7 @@ from rmfproxy.config import load_config, parse_config
 from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
-from tests.support import wait_ready
+from tests.support import LoopStalls, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
@@ -63,7 +63,9 @@ async def test_cameras_change_through_the_api_and_other_clients_never_notice(
         path = tmp_path / "rmfproxy.yaml"
         path.write_text(yaml.safe_dump(doc))
         proxy = Proxy(parse_config(doc), document=doc, path=path)
+        stalls = LoopStalls()
         await proxy.start()
+        await stalls.__aenter__()
         try:
             await wait_ready(proxy, ("lobby", "gate"))
             reader = asyncio.create_task(
@@ -126,11 +128,14 @@ async def test_cameras_change_through_the_api_and_other_clients_never_notice(
                 assert [c["revision"] for c in changes] == [1, 2, 3, 4]
             result = await reader
         finally:
+            await stalls.__aexit__()
             await proxy.stop()
     # the reader of lobby saw nothing of it all
     assert result.error is None and result.decode_errors == 0
     assert result.repeated() == 0 and result.lost() == 0
-    assert result.max_gap_seconds() < 0.5 and result.frames_decoded > 7 * 25
+    # (plus what the event loop was kept from running by a loaded machine, if anything)
+    assert result.max_gap_seconds() < 0.5 + stalls.longest, (result.max_gap_seconds(), stalls)
+    assert result.frames_decoded > 7 * 25
     # the file says what runs: revision 4, yard and lobby, secrets as references only
     text = path.read_text()
     assert "recorder-secret-42" not in text and TOKEN not in text

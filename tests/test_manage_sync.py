@@ -38,7 +38,7 @@ from rmfproxy.manage.sync import (
 from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
-from tests.support import wait_ready
+from tests.support import LoopStalls, wait_ready
 
 TOKEN = "sync-admin-token-0123456789"
 PAIR = "sync-pair-secret-0123456789"
@@ -330,12 +330,14 @@ async def test_changes_on_either_proxy_follow_and_readers_never_notice(
     async with SimCluster(spec) as sim, aiohttp.ClientSession() as http:
         pa, pb = pair_files(tmp_path, {c: camera(sim, c) for c in ("lobby", "gate")})
         a, b = make_proxy(pa), make_proxy(pb)
+        stalls = LoopStalls()
         await a.start()
         await b.start()
         try:
             await link(a, b)
             await wait_ready(a, ("lobby", "gate"))
             await wait_ready(b, ("lobby", "gate"))
+            await stalls.__aenter__()
             readers = [
                 asyncio.create_task(asyncio.to_thread(read_rtsp, p.url("lobby"), seconds=24.0))
                 for p in (a, b)
@@ -401,12 +403,15 @@ async def test_changes_on_either_proxy_follow_and_readers_never_notice(
             assert last["origin"] == "peer" and last["ops"][0]["origin"] == made_on
             results = await asyncio.gather(*readers)
         finally:
+            await stalls.__aexit__()
             await b.stop()
             await a.stop()
     for result in results:
         assert result.error is None and result.decode_errors == 0
         assert result.repeated() == 0 and result.lost() == 0
-        assert result.max_gap_seconds() < 0.5 and result.frames_decoded > 12 * 25
+        # (plus what the event loop was kept from running by a loaded machine, if anything)
+        assert result.max_gap_seconds() < 0.5 + stalls.longest, (result.max_gap_seconds(), stalls)
+        assert result.frames_decoded > 12 * 25
     # the pair secret is in neither file
     assert PAIR not in pa.read_text() and PAIR not in pb.read_text()
 
