@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
 FPS = 25
 GOP = 25
-READ_SECONDS = 8.0
+READ_SECONDS = 6.0
 FAULT_AT = 2.5
 
 
