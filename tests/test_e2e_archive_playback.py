@@ -30,10 +30,10 @@ from rmfproxy.archive.replay_client import (
     ReplayStatusError,
 )
 from rmfproxy.archive.runner import CoverageJournal
-from rmfproxy.rtp import h264
 from rmfproxy.sim.marker import find_marker
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster
+from tests.replay_support import annexb_counters, gst_onvif_replay
 from tests.support import relay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
@@ -73,11 +73,6 @@ def counter(frame_nals: tuple[bytes, ...]) -> int:
 
 def holes(counters: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(counters) if b != a + 1]
-
-
-def annexb_counters(path: Path) -> list[int]:
-    data = path.read_bytes() if path.exists() else b""
-    return [m[0] for m in (find_marker(n) for n in h264.split_annexb(data)) if m]
 
 
 def file_size(path: Path) -> int:
@@ -179,24 +174,7 @@ async def gstreamer_onvif(url: str, out: Path) -> tuple[list[int], str, int, int
     if exe is None:
         pytest.skip("GStreamer not installed")
     proc = await asyncio.create_subprocess_exec(
-        exe,
-        "rtspsrc",
-        f"location={url}",
-        "onvif-mode=true",
-        "onvif-rate-control=false",
-        "protocols=tcp",
-        "latency=0",
-        "!",
-        "rtph264depay",
-        "!",
-        "h264parse",
-        "!",
-        "video/x-h264,stream-format=byte-stream,alignment=au",
-        "!",
-        "filesink",
-        f"location={out}",
-        "sync=false",
-        "buffer-mode=unbuffered",
+        *gst_onvif_replay(exe, url, out),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -243,6 +221,8 @@ async def test_playback_needs_the_users_rights_on_the_camera(
         alice = ReplayClient(proxy.url("lobby"), username="alice", password="alice-pw-9")
         got = await alice.fetch(start, end)
         assert len(got) >= FPS and got[0].keyframe
+        numbers = [counter(f.nals) for f in got]
+        assert not holes(numbers), holes(numbers)  # every picture once, in order
         for who, password in (("bob", "bob-pw-9"), ("alice", "wrong"), (None, None)):
             client = ReplayClient(proxy.url("lobby"), username=who, password=password)
             with pytest.raises(ReplayError) as err:
@@ -264,4 +244,5 @@ async def test_playback_needs_the_users_rights_on_the_camera(
             ),
         )
     assert ok.error is None and ok.decode_errors == 0 and ok.frames_decoded > FPS
+    assert ok.repeated() == 0 and ok.lost() == 0
     assert refused.error is not None and refused.frames_decoded == 0

@@ -92,6 +92,7 @@ async def test_cameras_change_through_the_api_and_other_clients_never_notice(
             await wait_ready(proxy, ("yard",))
             new = await asyncio.to_thread(read_rtsp, proxy.url("yard"), seconds=1.5)
             assert new.error is None and new.frames_decoded > 20 and new.decode_errors == 0
+            assert new.repeated() == 0 and new.lost() == 0
 
             # a change to one camera rebuilds it alone
             gate = camera(sim, "gate", stall_timeout=0.3)

@@ -383,7 +383,8 @@ async def test_changes_on_either_proxy_follow_and_readers_never_notice(
             assert max(took) < 2.0, took
             # served for real: FFmpeg reads the camera added on A from B
             got = await asyncio.to_thread(read_rtsp, b.url("yard"), seconds=1.0)
-            assert got.error is None and got.frames_decoded > 10
+            assert got.error is None and got.frames_decoded > 10 and got.decode_errors == 0
+            assert got.repeated() == 0 and got.lost() == 0
             assert a.keeper.document["cameras"] == b.keeper.document["cameras"]
             # in step: no ping-pong, the revisions stay where they are
             revisions = (a.keeper.revision, b.keeper.revision)

@@ -31,6 +31,7 @@ from rmfproxy.sim.archive import CameraArchive
 from rmfproxy.sim.encoder import EncodedClip, encode_clip
 from rmfproxy.sim.marker import find_marker
 from rmfproxy.sim.recorder import SimRecorder
+from tests.replay_support import annexb_counters, gst_onvif_replay
 
 FPS = 25
 GOP = 10
@@ -404,11 +405,6 @@ async def test_live_unchanged_and_551_without_replay() -> None:
         await rec.stop()
 
 
-def _counters(path: pathlib.Path) -> list[int]:
-    data = path.read_bytes() if path.exists() else b""
-    return [m[0] for m in (find_marker(n) for n in h264.split_annexb(data)) if m]
-
-
 def _gst() -> str | None:
     return shutil.which("gst-launch-1.0")
 
@@ -428,24 +424,7 @@ async def test_gstreamer_onvif_mode_reads_replay_across_gap(tmp_path: pathlib.Pa
     out = tmp_path / "replay.h264"
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(_gst()),
-            "rtspsrc",
-            f"location={rec.url('replay/cam')}",
-            "onvif-mode=true",
-            "onvif-rate-control=false",
-            "protocols=tcp",
-            "latency=0",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-            "video/x-h264,stream-format=byte-stream,alignment=au",
-            "!",
-            "filesink",
-            f"location={out}",
-            "sync=false",
-            "buffer-mode=unbuffered",
+            *gst_onvif_replay(str(_gst()), rec.url("replay/cam"), out),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -457,7 +436,7 @@ async def test_gstreamer_onvif_mode_reads_replay_across_gap(tmp_path: pathlib.Pa
             async with asyncio.timeout(15):
                 while proc.returncode is None and (not counters or counters[-1] != want[-1]):
                     await asyncio.sleep(0.2)
-                    counters = _counters(out)
+                    counters = annexb_counters(out)
         except TimeoutError:
             pass
         finally:
@@ -466,7 +445,7 @@ async def test_gstreamer_onvif_mode_reads_replay_across_gap(tmp_path: pathlib.Pa
             stdout, _ = await proc.communicate()
     finally:
         await rec.stop()
-    counters = _counters(out)
+    counters = annexb_counters(out)
     # GStreamer 1.22 drops the very first access unit of the replay in most runs (not yet
     # understood): every other recorded frame, once, in order.
     assert counters in (want, want[1:]), (
