@@ -6,23 +6,29 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.e2e
-def test_export_benchmark_quick_run() -> None:
+def quick_run(bench: str) -> Any:
+    """``bench/<bench> --quick``: its JSON report."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "export.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / bench), "--quick"],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
         check=True,
     )
-    report = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.e2e
+def test_export_benchmark_quick_run() -> None:
+    report = quick_run("export.py")
     assert report["verified"] == {"every_frame_once_in_order": True, "decode_errors": 0}
     assert report["frames"] == 250 and report["seams"] == 2 and report["gaps"] == 0
     assert report["mp4_mb_per_second"] > 0
@@ -30,15 +36,7 @@ def test_export_benchmark_quick_run() -> None:
 
 @pytest.mark.e2e
 def test_playback_benchmark_quick_run() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "playback.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=True,
-    )
-    report = json.loads(out.stdout)
+    report = quick_run("playback.py")
     full = report["full"]
     assert full["every_frame_once_in_order"] and full["frames"] == 500
     assert full["d_flags"] == 2 and full["ended_by"] == "terminal"
