@@ -9,7 +9,7 @@ here is an expected failure. Once fixed it passes; then move the file into
 fuzz/corpus/<target>/ as a regression seed.
 
 Timing on a shared machine: an input counts as slow only if the minimum CPU
-time (``time.process_time``) over five runs is over the bound, so a scheduler
+time (``time.thread_time``, this thread only) over five runs is over the bound, so a scheduler
 pause is not a slow parse.
 """
 
@@ -37,12 +37,12 @@ def _still_reproduces(path: Path) -> str | None:
     """Why the finding in ``path`` still shows (a signature or a time), or None if fixed."""
     module = load_target(path.parent.name)
     data = path.read_bytes()
-    t0 = time.process_time()
+    t0 = time.thread_time()
     try:
         module.test_one_input(data)
     except Exception as exc:
         return classify(exc)[1]
-    ms = (time.process_time() - t0) * 1000
+    ms = (time.thread_time() - t0) * 1000
     # A noisy machine can only make it slower, so one run decides "still slow";
     # under the bound it is fixed (or was never slow).
     return f"{ms:.1f} ms CPU" if ms > BOUND_MS else None
