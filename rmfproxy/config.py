@@ -173,6 +173,9 @@ class SourceConfig(_Credentials):
     username: str | None = None
     replay_url: str | None = None
     """Where this recorder replays its archive (ONVIF replay), if not on ``url``."""
+    stall_timeout: float | None = Field(default=None, gt=0, le=120)
+    """A fixed freeze-detection budget for this source (seconds without RTP), instead of
+    the budget learned from its frame rate and its path's stalls."""
 
     @field_validator("url", "replay_url")
     @classmethod

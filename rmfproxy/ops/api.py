@@ -101,7 +101,10 @@ def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> di
                 "last_packet_age_s": None
                 if hb.last_packet is None
                 else round(now - hb.last_packet, 3),
-                "heartbeat_budget_s": round(hb.budget(), 3),
+                "heartbeat_budget_s": round(hb.budget(now), 3),
+                "path_allowance_s": round(hb.path_allowance(now), 3),
+                "path_stalls": hb.stalls(),
+                "rtt_s": None if hb.rtt is None else round(hb.rtt, 4),
                 "frame_interval_s": None if hb.interval is None else round(hb.interval, 4),
                 "packets": slot.packets,
                 "bytes": slot.bytes,

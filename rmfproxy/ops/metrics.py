@@ -169,6 +169,22 @@ class _FeedCollector(Collector):
             "(the stream was restarted at its next keyframe).",
             labels=["camera"],
         )
+        budget = GaugeMetricFamily(
+            "rmfproxy_source_freeze_budget_seconds",
+            "Silence after which the source is declared frozen: learned from its frame rate "
+            "and its path's survived stalls, or the source's fixed stall_timeout.",
+            labels=cs,
+        )
+        path_stalls = GaugeMetricFamily(
+            "rmfproxy_source_path_stalls",
+            "Survived stalls of the source's path remembered by its freeze budget (10 min).",
+            labels=cs,
+        )
+        rtt = GaugeMetricFamily(
+            "rmfproxy_source_rtt_seconds",
+            "Round trip of the source's RTSP requests (fastest recent one).",
+            labels=cs,
+        )
         for cam, feed in self.proxy.feeds.items():
             now = feed.clock()
             n_healthy = 0
@@ -188,6 +204,10 @@ class _FeedCollector(Collector):
                 reconnects.add_metric(lv, slot.source.stats.reconnects if slot.source else 0)
                 gop.add_metric(lv, slot.gop.bytes)
                 rejected.add_metric(lv, slot.source.stats.rejected_packets if slot.source else 0)
+                budget.add_metric(lv, slot.heartbeat.budget(now))
+                path_stalls.add_metric(lv, slot.heartbeat.stalls())
+                if slot.heartbeat.rtt is not None:
+                    rtt.add_metric(lv, slot.heartbeat.rtt)
                 if feed.merger is not None:
                     for st in MergeState:
                         merge.add_metric([*lv, st.value], 1.0 if slot.merge_state is st else 0.0)
@@ -204,6 +224,7 @@ class _FeedCollector(Collector):
             manual.add_metric([cam], 1.0 if feed.policy.manual is not None else 0.0)
             delivering.add_metric([cam], 1.0 if feed.delivering(now) else 0.0)
             stalls.add_metric([cam], feed.output_stalls)
+        yield from (budget, path_stalls, rtt)
         yield from (up, healthy, active, pkts, octets, frames, lost, dropped, bitrate)
         yield from (reconnects, gop, clients, sent, slow, outage, healthy_n, incompatible, manual)
         yield from (merge, aus, delivering, stalls, rejected)

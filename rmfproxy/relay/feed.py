@@ -155,6 +155,7 @@ class Feed:
         *,
         stall_floor: float = 0.15,
         stall_ceiling: float = 2.0,
+        stall_overrides: list[float | None] | None = None,
         failback_hold: float = 10.0,
         hitless: bool = True,
         outage_limit: float = 60.0,
@@ -167,8 +168,10 @@ class Feed:
         """Since when no source has been healthy (None while one is)."""
         self.merger: Merger | None = None
         self.clock = clock
+        overrides = stall_overrides or [None] * count
         self.slots = [
-            SourceSlot(i, "", heartbeat=Heartbeat(stall_floor, stall_ceiling)) for i in range(count)
+            SourceSlot(i, "", heartbeat=Heartbeat(stall_floor, stall_ceiling, override=o))
+            for i, o in enumerate(overrides)
         ]
         for i in range(count):
             name, src = make_source(i, _Listener(self, i))
@@ -363,6 +366,11 @@ class Feed:
                 for slot, before in zip(self.slots, meter_bytes, strict=True):
                     slot.bitrate = (slot.bytes - before) * 8 / (now - meter_at)
                 meter_at, meter_bytes = now, [s.bytes for s in self.slots]
+                for slot in self.slots:
+                    if slot.source is not None:
+                        slot.heartbeat.set_path(
+                            rtt=slot.source.stats.rtt, tcp=slot.source.transport == "tcp"
+                        )
             self._evaluate(now)
             self._check_output(now)
 

@@ -221,6 +221,7 @@ class Proxy:
             len(cam.sources),
             stall_floor=cam.stall_timeout,
             stall_ceiling=cam.stall_timeout_max,
+            stall_overrides=[s.stall_timeout for s in cam.sources],
             failback_hold=cam.failback_hold,
             hitless=cam.hitless,
             outage_limit=cam.outage_limit,

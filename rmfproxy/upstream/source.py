@@ -39,8 +39,9 @@ import socket
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 from urllib.parse import urljoin
 
@@ -71,6 +72,8 @@ EARLY_PACKETS = 512
 """Packets held back between the PLAY reply on the wire and ``on_connected``."""
 REJECT_LOG_INTERVAL = 10.0
 """At most one log line per source per this many seconds about rejected datagrams."""
+RTT_SAMPLES = 8
+"""Request round trips kept (the fastest is the path's round trip)."""
 
 _INTERLEAVED = struct.Struct(">cBH")
 _DIGEST_ALGORITHMS = ("MD5", "MD5-SESS", "SHA-256", "SHA-256-SESS")
@@ -117,6 +120,13 @@ class SourceStats:
     rejected_packets: int = 0
     """UDP datagrams dropped: from another address or port than the recorder's pinned
     pair, before SETUP was answered, or an RTCP BYE not naming the track's SSRC."""
+    round_trips: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
+    """Seconds from the last requests to their replies (server time included)."""
+
+    @property
+    def rtt(self) -> float | None:
+        """The path's round trip as the fastest recent request saw it (None before one)."""
+        return min(self.round_trips) if self.round_trips else None
 
 
 class _Conn(asyncio.Protocol):
@@ -513,12 +523,16 @@ class RtspSource:
         if self._challenge is not None and self._digest is not None:
             # Keep answering the last challenge (new nc each time, RFC 7616 §3.4).
             headers["Authorization"] = self._digest.authorization(self._challenge, method, url)
-        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Response] = loop.create_future()
         conn.pending[cseq] = fut
         try:
             conn.write(Request(method, url, headers).serialize())
+            sent = loop.time()
             async with asyncio.timeout(self.request_timeout):
-                return await fut
+                resp = await fut
+            self.stats.round_trips.append(loop.time() - sent)
+            return resp
         finally:
             conn.pending.pop(cseq, None)
 
