@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -300,16 +302,30 @@ def cmd_coverage(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulated recorders plus the proxy in one process."""
-    configure_logging("console", "warning")
     from rmfproxy.sim.demo import run_demo
 
-    async def run(stop: asyncio.Event) -> int:
-        await run_demo(
-            stop, port=args.port, api_port=args.api_port, size=args.size, codec=args.codec
-        )
-        return 0
+    log_path = None
+    with contextlib.ExitStack() as stack:
+        if sys.stdout.isatty():
+            # The live view redraws the terminal: log lines go to a file, not across it.
+            log_path = Path(tempfile.gettempdir()) / "rmfproxy-demo.log"
+            log_file = stack.enter_context(log_path.open("w", buffering=1, encoding="utf-8"))
+            configure_logging("console", "warning", file=log_file)
+        else:
+            configure_logging("console", "warning")
 
-    return _run_async(run)
+        async def run(stop: asyncio.Event) -> int:
+            await run_demo(
+                stop,
+                port=args.port,
+                api_port=args.api_port,
+                size=args.size,
+                codec=args.codec,
+                log_path=log_path,
+            )
+            return 0
+
+        return _run_async(run)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

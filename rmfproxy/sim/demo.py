@@ -131,8 +131,9 @@ async def run_demo(
     api_port: int = 9100,
     size: tuple[int, int] = (640, 360),
     codec: Literal["h264", "h265"] = "h264",
+    log_path: Path | None = None,
 ) -> None:
-    """Run until ``stop``."""
+    """Run until ``stop`` (warnings go to ``log_path`` when given: the header says so)."""
     cameras = [c for cams in LAYOUT.values() for c in cams]
     print("encoding the simulated cameras ...", flush=True)
     async with demo_proxy(port=port, api_port=api_port, size=size, codec=codec) as (sim, proxy):
@@ -149,6 +150,8 @@ async def run_demo(
             header.append(
                 f"Status page: {proxy.api_url('/')}   metrics: {proxy.api_url('/metrics')}"
             )
+            if log_path is not None:
+                header.append(f"Proxy warnings and errors: tail -f {log_path}")
             header.append("Ctrl-C stops.")
             if not tty:
                 print("\n".join(header), flush=True)
