@@ -97,6 +97,8 @@ class StreamStyle:
     """An access unit delimiter first in every access unit."""
     mtu: int = 1400
     """Largest RTP payload the recorder packetizes to (STAP-A/AP and FU split differ)."""
+    marker: bool = True
+    """The RTP marker bit on each access unit's last packet (some cameras never set it)."""
 
     def __post_init__(self) -> None:
         if self.ts_jitter_ms < 0:
@@ -273,7 +275,7 @@ class SimCamera:
         payloads = self._packetize(nals, self.mtu)
         ts = self._video_timestamp(n)
         out = []
-        last = len(payloads) - 1
+        last = len(payloads) - 1 if self.style.marker else -1
         for i, payload in enumerate(payloads):
             pkt = bytearray(
                 rtp.build(self.payload_type, self._seq, ts, self._ssrc, payload, i == last)
