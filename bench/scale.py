@@ -1,0 +1,336 @@
+"""Scale benchmark: N cameras, each pulled from two simulated recorders, one client each.
+
+    .venv/bin/python bench/scale.py [--cameras 10,50,100,200] [--seconds 20] [--warmup 5]
+        [--bitrate 1500000] [--size 640x360] [--plot docs/bench/scale-DATE.png]
+
+For every N, in separate processes: two simulated recorders (r1, r2: each serves all N
+cameras, one shared encoded clip, frame counters in every picture), the proxy
+(``python -m rmfproxy run``, hitless, r1 primary) and one reader process holding one
+RTSP-over-TCP client per camera (``bench/rtsp_reader.py``). Measured over ``--seconds``
+after ``--warmup``:
+
+- ``proxy_cores``: the proxy process's user+system CPU seconds per wall second;
+- ``cameras_per_core``: N / proxy_cores;
+- ``frames_delivered_ratio``: distinct frame counters the clients got / the counters the
+  recorders produced in the span each client saw (1.0 = nothing lost);
+- ``rate_ratio``: frames the clients got / N x fps x seconds (below 1 when whole streams
+  lag or stop, e.g. when the simulator or the readers run out of CPU);
+- ``rss_mb``, ``rss_per_camera_mb``: the proxy's resident memory at the end, and divided
+  by N (the process's own ~75 MB included); ``rss_mb_per_added_camera`` (over all N): the
+  least-squares slope of RSS over N; ``machine_busy_cores``: every process's CPU over
+  the window (the simulator and readers share the machine: past it, losses are the
+  machine's, not the proxy's).
+
+Prints one JSON document; with ``--plot`` also draws cameras vs proxy CPU and RSS (an SVG
+rendered to PNG by headless Chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.relay import cpu_seconds, wait_rtsp
+from bench.rtsp_reader import ReaderStats, read
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / TICKS
+
+
+# child processes -----------------------------------------------------------------------
+
+
+async def serve_recorder(name: str, cameras: int, args: argparse.Namespace) -> None:
+    """A simulated recorder serving ``cameras`` cameras (one shared clip); prints its port."""
+    from rmfproxy.log import configure_logging
+    from rmfproxy.sim.encoder import encode_clip
+    from rmfproxy.sim.recorder import SimRecorder
+
+    configure_logging("json", "error")
+    w, h = args.size
+    clip = await asyncio.to_thread(
+        encode_clip, "h264", width=w, height=h, fps=25, gop=50, bitrate=args.bitrate, seconds=4.0
+    )
+    clips = {f"c{i:03d}": clip for i in range(cameras)}
+    rec = SimRecorder(name, clips, port=0, retention=5.0)
+    await rec.start()
+    print(f"PORT {rec.port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await rec.stop()
+
+
+async def run_readers(urls: list[str], seconds: float, warmup: float) -> None:
+    """One client per URL; prints what each saw as JSON."""
+    stats = [ReaderStats() for _ in urls]
+    await asyncio.gather(*(read(u, seconds, s, warmup) for u, s in zip(urls, stats, strict=True)))
+    out = [
+        {
+            "frames": len(s.arrivals),
+            "span": (max(s.arrivals) - min(s.arrivals) + 1) if s.arrivals else 0,
+            "bytes": s.bytes,
+        }
+        for s in stats
+    ]
+    print(json.dumps(out), flush=True)
+
+
+# the run ---------------------------------------------------------------------------------
+
+
+def child(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    size = f"{args.size[0]}x{args.size[1]}"
+    recorders = [
+        child("recorder", name, str(n), "--size", size, "--bitrate", str(args.bitrate))
+        for name in ("r1", "r2")
+    ]
+    procs = list(recorders)
+    try:
+        ports = []
+        for rec in recorders:
+            assert rec.stdout is not None
+            line = await asyncio.to_thread(rec.stdout.readline)
+            if not line.startswith("PORT "):
+                raise RuntimeError("a simulated recorder did not start")
+            ports.append(int(line.split()[1]))
+        rtsp_port, api_port = free_port(), free_port()
+        cameras = [f"c{i:03d}" for i in range(n)]
+        config = {
+            "rtsp": {"listen": f"127.0.0.1:{rtsp_port}"},
+            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "log": {"format": "json", "level": "error"},
+            "cameras": {
+                cam: {
+                    "sources": [
+                        {"url": f"rtsp://127.0.0.1:{p}/{cam}", "name": name}
+                        for name, p in zip(("r1", "r2"), ports, strict=True)
+                    ]
+                }
+                for cam in cameras
+            },
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(config, f)  # JSON is YAML
+        proxy = subprocess.Popen(  # noqa: ASYNC220 - started once per size, not on a hot path
+            [sys.executable, "-m", "rmfproxy", "run", "--config", f.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        procs.append(proxy)
+        urls = [f"rtsp://127.0.0.1:{rtsp_port}/{cam}" for cam in cameras]
+        for u in urls:
+            await wait_rtsp(u, limit=120)
+        await asyncio.sleep(2.0)  # every camera's sources connected and merged
+        readers = child("read", str(args.seconds), str(args.warmup), *urls)
+        procs.append(readers)
+        await asyncio.sleep(args.warmup)
+        cpu0, busy0, t0 = cpu_seconds(proxy.pid), machine_busy(), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        cpu, busy, wall = (
+            cpu_seconds(proxy.pid) - cpu0,
+            machine_busy() - busy0,
+            time.monotonic() - t0,
+        )
+        rss = rss_mb(proxy.pid)
+        assert readers.stdout is not None
+        line = await asyncio.to_thread(readers.stdout.readline)
+        seen = json.loads(line) if line.strip() else []
+        os.unlink(f.name)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+    frames = sum(s["frames"] for s in seen)
+    span = sum(s["span"] for s in seen)
+    cores = cpu / wall
+    return {
+        "cameras": n,
+        "proxy_cores": round(cores, 3),
+        "cameras_per_core": round(n / cores, 1) if cores else None,
+        "frames_delivered_ratio": round(frames / span, 5) if span else 0.0,
+        "rate_ratio": round(frames / (n * 25 * args.seconds), 4),
+        "clients_with_frames": sum(1 for s in seen if s["frames"]),
+        "megabits_per_second_delivered": round(
+            sum(s["bytes"] for s in seen) * 8 / args.seconds / 1e6, 1
+        ),
+        "rss_mb": round(rss, 1),
+        "rss_per_camera_mb": round(rss / n, 3),
+        "machine_busy_cores": round(busy / wall, 2),
+    }
+
+
+def svg_plot(rows: list[dict[str, Any]]) -> str:
+    """Cameras vs proxy CPU cores (left axis) and RSS MB (right axis)."""
+    w, h, pad = 720, 420, 60
+    xs = [r["cameras"] for r in rows]
+    cpu = [r["proxy_cores"] for r in rows]
+    rss = [r["rss_mb"] for r in rows]
+    xmax, cmax, rmax = max(xs) * 1.05, max(cpu) * 1.2 or 1, max(rss) * 1.2 or 1
+
+    def pt(x: float, y: float, ymax: float) -> str:
+        return f"{pad + x / xmax * (w - 2 * pad):.1f},{h - pad - y / ymax * (h - 2 * pad):.1f}"
+
+    def series(ys: list[float], ymax: float, colour: str) -> str:
+        line = " ".join(pt(x, y, ymax) for x, y in zip(xs, ys, strict=True))
+        dots = "".join(
+            f'<circle cx="{pt(x, y, ymax).split(",")[0]}" cy="{pt(x, y, ymax).split(",")[1]}" '
+            f'r="4" fill="{colour}"/>'
+            for x, y in zip(xs, ys, strict=True)
+        )
+        return f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>{dots}'
+
+    ticks = "".join(
+        f'<text x="{pt(x, 0, 1).split(",")[0]}" y="{h - pad + 20}" text-anchor="middle">{x}</text>'
+        for x in xs
+    )
+    labels = "".join(
+        f'<text x="{pad - 8}" y="{pt(0, cmax * k / 4, cmax).split(",")[1]}" text-anchor="end">'
+        f"{cmax * k / 4:.2f}</text>"
+        f'<text x="{w - pad + 8}" y="{pt(0, rmax * k / 4, rmax).split(",")[1]}">'
+        f"{rmax * k / 4:.0f}</text>"
+        for k in range(5)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'font-family="DejaVu Sans" font-size="13">'
+        f'<rect width="{w}" height="{h}" fill="white"/>'
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
+        f'<line x1="{w - pad}" y1="{pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
+        f"{ticks}{labels}"
+        f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle">'
+        "cameras (2 sources, 1 client each)</text>"
+        f'<text x="{pad}" y="30" fill="#1f77b4">proxy CPU (cores)</text>'
+        f'<text x="{w - pad}" y="30" fill="#d62728" text-anchor="end">proxy RSS (MB)</text>'
+        f"{series(cpu, cmax, '#1f77b4')}{series(rss, rmax, '#d62728')}</svg>"
+    )
+
+
+async def render_png(svg: str, target: Path) -> None:
+    from rmfproxy.sim.browser import Browser
+
+    with tempfile.NamedTemporaryFile("w", suffix=".svg", delete=False) as f:
+        f.write(svg)
+    try:
+        async with Browser(width=720, height=420) as browser:
+            await browser.goto(f"file://{f.name}")
+            png = await browser.screenshot()
+        await asyncio.to_thread(target.write_bytes, png)
+    finally:
+        os.unlink(f.name)
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.partition("x")
+    return int(w), int(h)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("recorder", "read"):
+        mode = sys.argv[1]
+        if mode == "recorder":
+            p = argparse.ArgumentParser()
+            p.add_argument("name")
+            p.add_argument("cameras", type=int)
+            p.add_argument("--size", type=_size, default=(640, 360))
+            p.add_argument("--bitrate", type=int, default=1_500_000)
+            a = p.parse_args(sys.argv[2:])
+            import uvloop
+
+            uvloop.run(serve_recorder(a.name, a.cameras, a))
+        else:
+            import uvloop
+
+            seconds, warmup, urls = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+            uvloop.run(run_readers(urls, seconds, warmup))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cameras", default="10,50,100,200", help="comma-separated camera counts")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--bitrate", type=int, default=1_500_000)
+    p.add_argument("--size", type=_size, default=(640, 360))
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
+    args = p.parse_args()
+    rows = []
+    for n in (int(x) for x in args.cameras.split(",")):
+        rows.append(asyncio.run(one_size(n, args)))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    result: dict[str, Any] = {
+        "benchmark": "scale",
+        "bitrate": args.bitrate,
+        "size": f"{args.size[0]}x{args.size[1]}",
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "results": rows,
+    }
+    if len(rows) > 1:
+        # Marginal memory per camera: least-squares slope of RSS over the camera count.
+        xs, ys = [r["cameras"] for r in rows], [r["rss_mb"] for r in rows]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mx) ** 2 for x in xs
+        )
+        result["rss_mb_per_added_camera"] = round(slope, 3)
+    if args.plot is not None and len(rows) > 1:
+        asyncio.run(render_png(svg_plot(rows), args.plot))
+        result["plot"] = str(args.plot)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
