@@ -180,6 +180,19 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         procs.append(readers)
         await asyncio.sleep(args.warmup)
         cpu0, busy0, t0 = cpu_seconds(proxy.pid), machine_busy(), time.monotonic()
+        spy = None
+        if args.py_spy is not None:
+            # Sampling profile of the proxy over the window (collapsed stacks, one per line).
+            out = args.py_spy.with_name(f"{args.py_spy.stem}-{n}{args.py_spy.suffix}")
+            spy = subprocess.Popen(  # noqa: ASYNC220 - once per size
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    *("record", "-p", str(proxy.pid), "-d", str(int(args.seconds))),
+                    *("-r", "100", "-f", "raw", "-o", str(out), "--nonblocking"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         await asyncio.sleep(args.seconds)
         cpu, busy, wall = (
             cpu_seconds(proxy.pid) - cpu0,
@@ -187,6 +200,8 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             time.monotonic() - t0,
         )
         rss = rss_mb(proxy.pid)
+        if spy is not None:
+            await asyncio.to_thread(spy.wait, 30)  # it writes its file when done
         assert readers.stdout is not None
         line = await asyncio.to_thread(readers.stdout.readline)
         seen = json.loads(line) if line.strip() else []
@@ -305,6 +320,12 @@ def main() -> None:
     p.add_argument("--bitrate", type=int, default=1_500_000)
     p.add_argument("--size", type=_size, default=(640, 360))
     p.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="profile the proxy with py-spy (pip install py-spy) into FILE-N.txt per size",
+    )
     args = p.parse_args()
     rows = []
     for n in (int(x) for x in args.cameras.split(",")):

@@ -120,8 +120,8 @@ class Heartbeat:
         if self.last_packet is None:
             return
         gap = now - self.last_packet
-        if gap <= self.frame_budget() or gap > self.learn_limit:
-            return
+        if gap <= self.floor or gap <= self.frame_budget() or gap > self.learn_limit:
+            return  # (the floor test first: it settles almost every packet at no cost)
         stalls = self._stalls
         while stalls and stalls[-1][1] <= gap:
             stalls.pop()  # a longer, later stall makes the shorter earlier ones irrelevant

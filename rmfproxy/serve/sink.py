@@ -1,7 +1,9 @@
 """A client's receiving end: RTP/RTCP over the RTSP TCP connection or over UDP.
 
-The bounded queue of a TCP client is its transport's write buffer: when it
-holds more than ``limit`` bytes the client has fallen behind; it then skips
+The bounded queue of a TCP client is its transport's write buffer (plus what
+this loop turn has queued for it: a TCP client's packets are written once per
+loop turn, in one piece, not one system call per packet): when it holds more
+than ``limit`` bytes the client has fallen behind; it then skips
 everything until the next keyframe (and until its buffer has drained below
 half the limit), so it resumes on a decodable picture. A client that stays
 over the limit for ``stall_drop_seconds`` is disconnected. Other clients never
@@ -63,6 +65,24 @@ class ClientSink:
         self.packets_dropped = 0
         self.skips = 0
         self.closed = False
+        self._pending: list[bytes] = []
+        """Interleaved frames queued this loop turn (written together by ``_flush``)."""
+        self._pending_bytes = 0
+
+    def _backlog(self, tcp: asyncio.Transport) -> int:
+        """Bytes the client has not taken yet: the transport's buffer and this turn's queue."""
+        return tcp.get_write_buffer_size() + self._pending_bytes
+
+    def _queue(self, frame: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+
+    def _flush(self) -> None:
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if pending and not self.closed and self._tcp is not None and not self._tcp.is_closing():
+            self._tcp.write(b"".join(pending))
 
     def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
         """Send an RTP packet unless the client is behind; see the module docstring."""
@@ -71,9 +91,7 @@ class ClientSink:
             return
         tcp = self._tcp
         if self.skipping:
-            if not keyframe_start or (
-                tcp is not None and tcp.get_write_buffer_size() > self.limit // 2
-            ):
+            if not keyframe_start or (tcp is not None and self._backlog(tcp) > self.limit // 2):
                 self.packets_dropped += 1
                 self._check_stalled(tcp)
                 return
@@ -81,13 +99,13 @@ class ClientSink:
             self._over_since = None
         if isinstance(dest, TcpTrack):
             assert tcp is not None
-            if tcp.get_write_buffer_size() > self.limit:
+            if self._backlog(tcp) > self.limit:
                 self.skipping = True
                 self.skips += 1
                 self.packets_dropped += 1
                 self._check_stalled(tcp)
                 return
-            tcp.write(_INTERLEAVED.pack(b"$", dest.rtp_channel, len(packet)) + packet)
+            self._queue(_INTERLEAVED.pack(b"$", dest.rtp_channel, len(packet)) + packet)
         else:
             assert self._udp_rtp is not None
             self._udp_rtp.sendto(packet, dest.rtp_addr)
@@ -95,7 +113,7 @@ class ClientSink:
         self.bytes_sent += len(packet)
 
     def _check_stalled(self, tcp: asyncio.Transport | None) -> None:
-        if tcp is None or tcp.get_write_buffer_size() <= self.limit:
+        if tcp is None or self._backlog(tcp) <= self.limit:
             self._over_since = None
             return
         now = time.monotonic()
@@ -111,8 +129,8 @@ class ClientSink:
             return
         if isinstance(dest, TcpTrack):
             assert self._tcp is not None
-            if self._tcp.get_write_buffer_size() <= self.limit:
-                self._tcp.write(_INTERLEAVED.pack(b"$", dest.rtcp_channel, len(packet)) + packet)
+            if self._backlog(self._tcp) <= self.limit:
+                self._queue(_INTERLEAVED.pack(b"$", dest.rtcp_channel, len(packet)) + packet)
         elif self._udp_rtcp is not None:
             self._udp_rtcp.sendto(packet, dest.rtcp_addr)
 
