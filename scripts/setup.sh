@@ -27,8 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+  "$PY" -m venv --clear .venv   # (again, if an interrupted run left it without pip)
 fi
 # Install (again) only when the project's metadata changed since the last install.
 stamp=.venv/.rmfproxy-installed
