@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from prometheus_client import generate_latest
 
 from rmfproxy.config import parse_config
 from rmfproxy.relay.proxy import Proxy
@@ -124,12 +125,21 @@ async def test_ffmpeg_gstreamer_and_pyav_read_the_tls_listener(pki: Pki, tmp_pat
             "-rtsp_transport", "tcp", "-i", url, "-t", str(int(seconds)), "-f", "null", "-",
         ]  # fmt: skip
         all_but_ca = "bad-identity+not-activated+expired+revoked+insecure+generic-error"
+
+        async def sessions_by_listener() -> dict[str, float]:
+            await asyncio.sleep(seconds / 2)  # all three play by now
+            text = generate_latest(proxy.metrics.registry).decode()
+            found = re.findall(r'^rmfproxy_rtsp_sessions\{listener="(\w+)"\} (\S+)$', text, re.M)
+            return {listener: float(value) for listener, value in found}
+
         with structlog.testing.capture_logs() as logs:
-            (ff_rc, ff_out), (gst_rc, gst_out), probe = await asyncio.gather(
+            (ff_rc, ff_out), (gst_rc, gst_out), probe, metric = await asyncio.gather(
                 run_tool(*ffmpeg),
                 run_tool(*gst_read(url, annexb, all_but_ca, int(seconds * FPS))),
                 asyncio.to_thread(read_rtsp, url, seconds=seconds, options=verified(pki)),
+                sessions_by_listener(),
             )
+    assert metric == {"rtsp": 0, "rtsps": 3}, metric
     assert ff_rc == 0, ff_out[-2000:]
     assert not [ln for ln in ff_out.splitlines() if BAD_WORDS.search(ln)], ff_out[-2000:]
     found = re.findall(r"frame=\s*(\d+)", ff_out)
@@ -278,6 +288,16 @@ async def test_sighup_renews_the_certificate_while_a_session_plays(
                 failed = await wait_for("tls.reload_failed")
                 assert failed["level"] == "error" and failed["field"] == "rtsp.tls.key_file"
                 assert await handshake(port, pki.ca) == renewed
+                # the configuration now names other files: applied without a restart
+                moved_cert, moved_key = pki.issue("moved")
+                document = yaml.safe_load(config.read_text())
+                document["rtsp"]["tls"].update(cert_file=str(moved_cert), key_file=str(moved_key))
+                config.write_text(yaml.safe_dump(document))
+                proc.send_signal(signal.SIGHUP)
+                await wait_for("config.applied")
+                reloaded = [e for e in events if e["event"] == "tls.reloaded"][-1]
+                assert reloaded["fingerprint"] == cert_fingerprint(moved_cert)
+                assert await handshake(port, pki.ca) == cert_fingerprint(moved_cert)
                 probe = await reading
         finally:
             proc.terminate()
@@ -285,5 +305,6 @@ async def test_sighup_renews_the_certificate_while_a_session_plays(
     assert_clean(probe, seconds, "client across the reloads")
     # no picture gap beyond a frame or two, except what a stalled test loop explains
     assert probe.max_gap_seconds() < 0.5 + stalls.longest, probe.max_gap_seconds()
-    unchanged = [e for e in events if e["event"] == "config.reload_unchanged"]
-    assert len(unchanged) == 2  # the file did not change: only the certificate was re-read
+    reloads = [e["event"] for e in events if e["event"].startswith("config.")]
+    # twice the file did not change (only the certificate was re-read), then it did
+    assert reloads == ["config.reload_unchanged"] * 2 + ["config.applied"], reloads

@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from rmfproxy.config import ConfigError, parse_config
+from rmfproxy.manage.revisions import restart_only_changes
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.serve.stream import MediaSink, TrackStart
@@ -291,3 +292,18 @@ async def test_reload_swaps_the_certificate_for_new_handshakes_only(pki: Pki) ->
         assert status == 200
         for _, w in (first, second, third):
             w.close()
+
+
+def test_certificate_paths_change_live_the_tls_listener_needs_a_restart(pki: Pki) -> None:
+    renewed_cert, renewed_key = pki.issue("renewed")
+
+    def cfg(cert: Path, key: Path, listen: str = "127.0.0.1:8322") -> Any:
+        tls = {"listen": listen, "cert_file": str(cert), "key_file": str(key)}
+        return parse_config(doc({"tls": tls}))
+
+    old = cfg(pki.cert, pki.key)
+    assert restart_only_changes(old, cfg(renewed_cert, renewed_key)) == []
+    assert restart_only_changes(old, cfg(pki.cert, pki.key, "127.0.0.1:9322")) == [
+        "rtsp.tls.listen"
+    ]
+    assert restart_only_changes(old, parse_config(doc())) == ["rtsp.tls"]
