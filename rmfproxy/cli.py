@@ -160,7 +160,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     rtsps = f", rtsps {cfg.rtsp.tls.listen}" if cfg.rtsp.tls is not None else ""
     print(
         f"ok: {len(cfg.cameras)} camera(s), {sources} source(s), "
-        f"rtsp {cfg.rtsp.listen}{rtsps}, api {cfg.api.listen}"
+        f"rtsp {cfg.rtsp.listen or 'off'}{rtsps}, api {cfg.api.listen}"
     )
     return 0
 

@@ -105,12 +105,19 @@ def gst_read(url: str, out: Path, flags: str | None, frames: int) -> list[str]:
     ]  # fmt: skip
 
 
-async def test_ffmpeg_gstreamer_and_pyav_read_the_tls_listener(pki: Pki, tmp_path: Path) -> None:
+async def test_ffmpeg_gstreamer_and_pyav_read_the_tls_listener(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for tool in ("ffmpeg", "gst-launch-1.0"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (scripts/setup.sh installs it)")
-    async with relay("h264", rtsp={"tls": tls_section(pki)}) as (_sim, proxy):
-        url = proxy.tls_url("lobby")
+    monkeypatch.setenv("RMF_TEST_VIEWER_PASSWORD", "tls-viewer-pw")
+    # Digest authentication inside TLS, as on the plain listener
+    users = [{"name": "viewer", "password_env": "RMF_TEST_VIEWER_PASSWORD"}]
+    async with relay("h264", rtsp={"tls": tls_section(pki), "users": users}) as (_sim, proxy):
+        port = proxy.server.tls_port
+        url = f"rtsps://viewer:tls-viewer-pw@127.0.0.1:{port}/lobby"
+        assert proxy.tls_url("lobby") == f"rtsps://127.0.0.1:{port}/lobby"
         # Verification is real: an unknown CA, or GStreamer's default trust, refuses.
         wrong = await asyncio.to_thread(
             read_rtsp, url, seconds=1, options=verified(pki, pki.other_ca)
@@ -153,6 +160,8 @@ async def test_ffmpeg_gstreamer_and_pyav_read_the_tls_listener(pki: Pki, tmp_pat
     assert_clean(probe, seconds, "pyav")
     sessions = [e for e in logs if e["event"] == "rtsp.session_created"]
     assert len(sessions) == 3 and {e["listener"] for e in sessions} == {"rtsps"}
+    assert {e["user"] for e in sessions} == {"viewer"}
+    assert "tls-viewer-pw" not in repr(logs)
 
 
 async def test_proxy_pulls_a_proxy_over_tls(pki: Pki) -> None:
