@@ -125,7 +125,7 @@ async def test_ffmpeg_gstreamer_and_pyav_read_the_tls_listener(
         assert wrong.error is not None and wrong.frames_decoded == 0
         rc, out = await run_tool(*gst_read(url, tmp_path / "refused.h264", None, 10))
         assert rc != 0 and "Failed to connect" in out, out[-1500:]
-        seconds = 4.0
+        seconds = 3.0
         annexb = tmp_path / "gst.h264"
         ffmpeg = [
             "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "info",
@@ -190,8 +190,8 @@ async def test_proxy_pulls_a_proxy_over_tls(pki: Pki) -> None:
             try:
                 await wait_ready(central, ("good", "noverify"))
                 good, noverify = await asyncio.gather(
-                    asyncio.to_thread(read_rtsp, central.url("good"), seconds=3.0),
-                    asyncio.to_thread(read_rtsp, central.url("noverify"), seconds=3.0),
+                    asyncio.to_thread(read_rtsp, central.url("good"), seconds=2.5),
+                    asyncio.to_thread(read_rtsp, central.url("noverify"), seconds=2.5),
                 )
                 for cam in ("unknown", "wronghost"):
                     feed = central.feeds[cam]
@@ -202,8 +202,8 @@ async def test_proxy_pulls_a_proxy_over_tls(pki: Pki) -> None:
                     assert feed.active is None and feed.sdp() is None, cam  # nothing came
             finally:
                 await central.stop()
-    assert_clean(good, 3.0, "good")
-    assert_clean(noverify, 3.0, "noverify")
+    assert_clean(good, 2.5, "good")
+    assert_clean(noverify, 2.5, "noverify")
     lines = {e["source"]: e for e in logs if e["event"] == "upstream.tls_refused"}
     assert lines["unknown/site"]["log_level"] == "error"
     assert lines["unknown/site"]["url"] == upstream
@@ -274,7 +274,7 @@ async def test_sighup_renews_the_certificate_while_a_session_plays(
             port = int((await wait_for("rtsp.listening"))["tls_port"])
             await wait_for("feed.switched")  # the camera plays
             url = f"rtsps://127.0.0.1:{port}/lobby"
-            seconds = 5.0
+            seconds = 3.0
             async with LoopStalls() as stalls:
                 reading = asyncio.create_task(
                     asyncio.to_thread(read_rtsp, url, seconds=seconds, options=verified(pki))
