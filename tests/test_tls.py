@@ -8,6 +8,7 @@ Real sockets on 127.0.0.1 port 0, a PKI made with ``openssl`` at test time
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import warnings
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import structlog
 
 from rmfproxy.config import ConfigError, parse_config
 from rmfproxy.manage.revisions import restart_only_changes
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.relay.proxy import ListenError, Proxy
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.serve.stream import MediaSink, TrackStart
@@ -328,3 +329,25 @@ def test_sources_with_one_ca_share_one_client_context(pki: Pki) -> None:
     assert len({id(c) for c in ctx[:5]}) == 3 and ctx[5] is None
     assert ctx[0] is not None and ctx[0].verify_mode is ssl.CERT_REQUIRED
     assert ctx[4] is not None and ctx[4].verify_mode is ssl.CERT_NONE
+
+
+async def test_busy_tls_port_names_its_field_and_leaves_nothing_bound(pki: Pki) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        tls = {"listen": f"127.0.0.1:{port}", "cert_file": str(pki.cert), "key_file": str(pki.key)}
+        cfg = parse_config(
+            {
+                "rtsp": {"listen": "127.0.0.1:0", "tls": tls},
+                "api": {"enabled": False},
+                "cameras": {"a": {"sources": [{"url": "rtsp://127.0.0.1:9/a"}]}},
+            }
+        )
+        proxy = Proxy(cfg)
+        with pytest.raises(ListenError) as info:
+            await proxy.start()
+        assert info.value.field == "rtsp.tls.listen"
+        assert "Address already in use" in str(info.value)
+        assert proxy.server._server is not None and not proxy.server._server.is_serving()
+        assert proxy.server.udp_rtp is None  # the UDP pair was released too
