@@ -208,6 +208,18 @@ class ServerTls:
         except (OSError, ValueError):
             self.fingerprint = ""
         self.not_after = _not_after(self.cert_file)
+        try:
+            world_readable = bool(self.key_file.stat().st_mode & 0o004)
+        except OSError:
+            world_readable = False
+        if world_readable:
+            # Served anyway (refusing would take the listener down at a renewal), but
+            # every local user can read the key that authenticates this proxy.
+            log.warning(
+                "tls.key_file_world_readable",
+                path=str(self.key_file),
+                reason="any local user can read the private key: chmod o-r it",
+            )
 
     def reload(self, cert_file: Path | None = None, key_file: Path | None = None) -> bool:
         """Re-read the files (new paths if given); True if the new pair is in use.

@@ -351,3 +351,16 @@ async def test_busy_tls_port_names_its_field_and_leaves_nothing_bound(pki: Pki) 
         assert "Address already in use" in str(info.value)
         assert proxy.server._server is not None and not proxy.server._server.is_serving()
         assert proxy.server.udp_rtp is None  # the UDP pair was released too
+
+
+def test_world_readable_key_is_served_with_a_warning(pki: Pki) -> None:
+    pki.key.chmod(0o600)
+    with structlog.testing.capture_logs() as logs:
+        ServerTls(pki.cert, pki.key)
+    assert not [e for e in logs if e["event"] == "tls.key_file_world_readable"]
+    pki.key.chmod(0o644)
+    with structlog.testing.capture_logs() as logs:
+        tls = ServerTls(pki.cert, pki.key)
+    warned = [e for e in logs if e["event"] == "tls.key_file_world_readable"]
+    assert warned and warned[0]["log_level"] == "warning" and warned[0]["path"] == str(pki.key)
+    assert tls.fingerprint == cert_fingerprint(pki.cert)
