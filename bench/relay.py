@@ -2,14 +2,16 @@
 (rtspsrc into gst-rtsp-server, the peer a user would otherwise build), on the same simulated
 camera streams in the same invocation.
 
-    .venv/bin/python bench/relay.py [--cameras 4] [--bitrate 4000000] [--seconds 20]
+    .venv/bin/python bench/relay.py [--cameras 4] [--bitrate 4000000] [--seconds 20] [--tls]
 
 Prints one JSON document. Per relay: the relay process's CPU seconds per relayed GB,
 RTP packets per second delivered to the clients, and added latency p50/p99: each frame's
 arrival at a client of the relay minus its arrival at a client reading the simulator
 directly (matched by the frame counter the simulator embeds). Ratios compare rmfproxy
 with each peer. Relays run one after the other, each with the machine to itself
-besides the simulator and the readers.
+besides the simulator and the readers. ``--tls``: the same rmfproxy process is also read
+through its RTSPS listener (``rmfproxy_tls``: TLS 1.3, a throw-away certificate), and the
+ratios say what encryption costs.
 """
 
 from __future__ import annotations
@@ -30,12 +32,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.rtsp_reader import ReaderStats, read
+from bench.rtsp_reader import ReaderStats, client_ssl, read
 from rmfproxy.rtsp.message import Headers, Request
 
 ROOT = Path(__file__).resolve().parent.parent
 GST_PEER = ROOT / "tests" / "peers" / "gst_rtsp_server.py"
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def self_signed(directory: Path) -> dict[str, str]:
+    """A throw-away EC P-256 certificate for 127.0.0.1 (``rtsp.tls`` cert_file/key_file)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return {"cert_file": str(cert), "key_file": str(key)}
 
 
 def free_port() -> int:
@@ -62,7 +77,7 @@ async def wait_rtsp(url: str, limit: float = 60) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=client_ssl(url))
             writer.write(Request("DESCRIBE", url, Headers({"CSeq": "1"})).serialize())
             line = await asyncio.wait_for(reader.readline(), 2)
             writer.close()
@@ -174,10 +189,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await wait_rtsp(u, 120)
         # rmfproxy
         port = free_port()
+        tls_port = free_port()
+        tls_dir = tempfile.TemporaryDirectory()
+        rtsp: dict[str, Any] = {"listen": f"127.0.0.1:{port}"}
+        if args.tls:
+            rtsp["tls"] = {"listen": f"127.0.0.1:{tls_port}", **self_signed(Path(tls_dir.name))}
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             json.dump(
                 {
-                    "rtsp": {"listen": f"127.0.0.1:{port}"},
+                    "rtsp": rtsp,
                     "api": {"listen": "127.0.0.1:0"},
                     "log": {"format": "json", "level": "warning"},
                     "cameras": {
@@ -196,9 +216,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.seconds,
                 args.warmup,
             )
+            if args.tls:
+                results["rmfproxy_tls"] = await measure(
+                    "rmfproxy_tls",
+                    [f"rtsps://127.0.0.1:{tls_port}/{c}" for c in cams],
+                    direct,
+                    proc.pid,
+                    args.seconds,
+                    args.warmup,
+                )
         finally:
             stop(proc)
             os.unlink(f.name)
+            tls_dir.cleanup()
         # tcp byte pipe: one pipe process for all connections
         proc = start([py, str(ROOT / "bench" / "tcp_pipe.py"), "--target", f"127.0.0.1:{sim_port}"])
         try:
@@ -243,6 +273,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ratios[f"rmfproxy_minus_{peer}_latency_p50_ms"] = round(
                 me["added_latency_ms_p50"] - results[peer]["added_latency_ms_p50"], 3
             )
+    if "rmfproxy_tls" in results and me["cpu_seconds_per_gb"]:
+        tls = results["rmfproxy_tls"]
+        ratios["rmfproxy_tls_vs_rmfproxy_cpu"] = round(
+            tls["cpu_seconds_per_gb"] / me["cpu_seconds_per_gb"], 2
+        )
+        ratios["rmfproxy_tls_minus_rmfproxy_latency_p50_ms"] = round(
+            tls["added_latency_ms_p50"] - me["added_latency_ms_p50"], 3
+        )
     return {
         "benchmark": "relay",
         "config": {
@@ -251,6 +289,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "fps": args.fps,
             "size": args.size,
             "seconds": args.seconds,
+            "tls": args.tls,
             "cpus": os.cpu_count(),
         },
         "relays": results,
@@ -270,6 +309,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--quick", action="store_true", help="1 camera, 320x240, 4 s per relay")
+    ap.add_argument("--tls", action="store_true", help="also read rmfproxy over RTSPS")
     args = ap.parse_args()
     if args.quick:
         args.cameras, args.size, args.bitrate, args.seconds, args.warmup = (

@@ -4,6 +4,7 @@ the arrival of each simulator frame marker (so two readers can be compared frame
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,17 @@ class ReaderStats:
     packets: int = 0
     bytes: int = 0
     arrivals: dict[int, float] = field(default_factory=dict)
+
+
+def client_ssl(url: str) -> ssl.SSLContext | None:
+    """TLS for an ``rtsps://`` URL, without verification: a benchmark measures what TLS
+    costs, not whom to trust. None for ``rtsp://``."""
+    if not url.startswith("rtsps://"):
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def read(url: str, seconds: float, stats: ReaderStats, warmup: float = 0.0) -> None:
@@ -41,7 +53,7 @@ async def _read(url: str, seconds: float, stats: ReaderStats, warmup: float) -> 
     """Play ``url`` (all tracks interleaved) and count for ``seconds`` after ``warmup``."""
     host_port = url.split("://", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=client_ssl(url))
     counting = False
 
     def on_frame(channel: int, data: bytearray) -> None:

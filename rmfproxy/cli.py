@@ -159,9 +159,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     sources = sum(len(c.sources) for c in cfg.cameras.values())
+    rtsps = f", rtsps {cfg.rtsp.tls.listen}" if cfg.rtsp.tls is not None else ""
     print(
         f"ok: {len(cfg.cameras)} camera(s), {sources} source(s), "
-        f"rtsp {cfg.rtsp.listen}, api {cfg.api.listen}"
+        f"rtsp {cfg.rtsp.listen or 'off'}{rtsps}, api {cfg.api.listen}"
     )
     return 0
 
@@ -188,7 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         reloads: set[asyncio.Task[object]] = set()
 
         def reload() -> None:
-            task = asyncio.create_task(proxy.keeper.reload(), name="config-reload")
+            # the configuration file, then the RTSPS certificate (renewed in place)
+            task = asyncio.create_task(proxy.reload(), name="config-reload")
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from rmfproxy import tls
+
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -176,6 +178,11 @@ class SourceConfig(_Credentials):
     stall_timeout: float | None = Field(default=None, gt=0, le=120)
     """A fixed freeze-detection budget for this source (seconds without RTP), instead of
     the budget learned from its frame rate and its path's stalls."""
+    tls_ca_file: Path | None = None
+    """``rtsps://`` only: PEM bundle of the CAs this recorder's certificate must chain to
+    (default: the system's CAs)."""
+    tls_verify: bool = True
+    """``rtsps://`` only: false accepts any certificate (encrypted, but unauthenticated)."""
 
     @field_validator("url", "replay_url")
     @classmethod
@@ -198,6 +205,20 @@ class SourceConfig(_Credentials):
         except ValueError:
             raise ValueError("URL has an invalid port") from None
         return v
+
+    @model_validator(mode="after")
+    def _tls_fields(self) -> SourceConfig:
+        secure = urlsplit(self.url).scheme == "rtsps"
+        if secure and self.transport == "udp":
+            raise ValueError(
+                "transport: udp with an rtsps:// URL would carry the video unencrypted "
+                "next to the encrypted control connection: use transport: tcp"
+            )
+        if not secure and (self.tls_ca_file is not None or not self.tls_verify):
+            raise ValueError("tls_ca_file and tls_verify apply to rtsps:// URLs only")
+        if self.tls_ca_file is not None and not self.tls_verify:
+            raise ValueError("tls_ca_file has no effect with tls_verify: false (give one)")
+        return self
 
 
 class CameraConfig(_Model):
@@ -247,10 +268,24 @@ class UserConfig(_Credentials):
     cameras: list[str] | Literal["*"] = "*"
 
 
+class TlsListenConfig(_Model):
+    """The client-facing RTSPS listener (RTSP over TLS, interleaved TCP media only)."""
+
+    listen: HostPort = "127.0.0.1:8322"
+    """HOST:PORT of the TLS listener (RTSPS's registered port 322 needs root)."""
+    cert_file: Path
+    """PEM certificate chain, the server's certificate first; re-read on SIGHUP."""
+    key_file: Path
+    """PEM private key of that certificate, unencrypted; re-read on SIGHUP."""
+
+
 class RtspConfig(_Model):
     """The client-facing RTSP server."""
 
-    listen: HostPort = "127.0.0.1:8554"
+    listen: HostPort | None = "127.0.0.1:8554"
+    """HOST:PORT of the plain RTSP listener; null for none (then ``tls`` is required)."""
+    tls: TlsListenConfig | None = None
+    """The RTSPS listener, serving the same cameras (None: no TLS listener)."""
     session_timeout: int = Field(default=60, ge=5, le=3600)
     realm: str = "rmfproxy"
     users: list[UserConfig] = Field(default_factory=list)
@@ -268,6 +303,12 @@ class RtspConfig(_Model):
     """Failed authentications from one address that ban it for auth_ban_seconds (0 = off)."""
     auth_ban_seconds: float = Field(default=300.0, gt=0, le=86400)
     """How long a ban lasts (503 with Retry-After), and the window failures count in."""
+
+    @model_validator(mode="after")
+    def _some_listener(self) -> RtspConfig:
+        if self.listen is None and self.tls is None:
+            raise ValueError("listen is null and tls is not set: no listener would serve clients")
+        return self
 
 
 class ApiConfig(_Model):
@@ -491,6 +532,16 @@ def parse_config(data: Any) -> Config:
                 src.resolve_password()
             except ValueError as exc:
                 problems.append((f"cameras.{cam_id}.sources.{i}", str(exc)))
+            if src.tls_ca_file is not None:
+                try:
+                    tls.client_context(src.tls_ca_file)
+                except tls.TlsFileError as exc:
+                    problems.append((f"cameras.{cam_id}.sources.{i}.tls_ca_file", str(exc)))
+    if cfg.rtsp.tls is not None:
+        try:
+            tls.server_context(cfg.rtsp.tls.cert_file, cfg.rtsp.tls.key_file)
+        except tls.TlsFileError as exc:
+            problems.append((f"rtsp.tls.{exc.field}", str(exc)))
     for i, user in enumerate(cfg.rtsp.users):
         try:
             if user.resolve_password() is None:
@@ -511,14 +562,21 @@ def parse_config(data: Any) -> Config:
         problems.append(
             ("archive.journal", f"directory {journal.parent} does not exist (create it first)")
         )
-    if cfg.api.enabled and _same_tcp_port(cfg.rtsp.listen, cfg.api.listen):
-        problems.append(
-            (
-                "api.listen",
-                f"{cfg.api.listen} takes the TCP port of rtsp.listen ({cfg.rtsp.listen}): "
-                "give the two listeners different ports",
-            )
-        )
+    listeners: list[tuple[str, str | None]] = [("rtsp.listen", cfg.rtsp.listen)]
+    if cfg.rtsp.tls is not None:
+        listeners.append(("rtsp.tls.listen", cfg.rtsp.tls.listen))
+    if cfg.api.enabled:
+        listeners.append(("api.listen", cfg.api.listen))
+    for j, (field_b, b) in enumerate(listeners):
+        for field_a, a in listeners[:j]:
+            if a is not None and b is not None and _same_tcp_port(a, b):
+                problems.append(
+                    (
+                        field_b,
+                        f"{b} takes the TCP port of {field_a} ({a}): "
+                        "give the two listeners different ports",
+                    )
+                )
     if problems:
         raise ConfigError(problems)
     return cfg

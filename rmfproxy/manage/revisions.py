@@ -111,6 +111,8 @@ class PreconditionFailed(Exception):
 
 LIVE_RTSP_FIELDS = frozenset({"users", "realm"})
 """The ``rtsp`` fields a running proxy takes over (every ``cameras`` field too)."""
+LIVE_TLS_FIELDS = frozenset({"cert_file", "key_file"})
+"""The ``rtsp.tls`` fields a running proxy takes over (its ``listen`` needs a restart)."""
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -118,9 +120,12 @@ def restart_only_changes(old: Config, new: Config) -> list[str]:
     # recorders: planning data only (rmfproxy plan), nothing running depends on it
     a = old.model_dump(exclude={"cameras", "revision", "recorders"})
     b = new.model_dump(exclude={"cameras", "revision", "recorders"})
-    for key in LIVE_RTSP_FIELDS:
-        a["rtsp"].pop(key, None)
-        b["rtsp"].pop(key, None)
+    for d in (a, b):
+        for key in LIVE_RTSP_FIELDS:
+            d["rtsp"].pop(key, None)
+        if isinstance(d["rtsp"].get("tls"), dict):
+            for key in LIVE_TLS_FIELDS:  # re-read on every SIGHUP anyway
+                d["rtsp"]["tls"].pop(key, None)
     return _differences(a, b, "")
 
 

@@ -291,6 +291,30 @@ class _ArchiveCollector(Collector):
             yield family
 
 
+class _ServerCollector(Collector):
+    """The client-facing server's sessions by listener, at scrape time."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.proxy.server
+        listener_of = {conn.id: conn.listener for conn in server.connections}
+        counts = {"rtsp": 0, "rtsps": 0}
+        for session in server.sessions.values():
+            # a UDP session outlives its connection; UDP is served on plain RTSP only
+            counts[listener_of.get(session.connection_id, "rtsp")] += 1
+        family = GaugeMetricFamily(
+            "rmfproxy_rtsp_sessions",
+            "Client RTSP sessions open now (live and replay), by the listener they came in "
+            "on: rtsp (plain) or rtsps (TLS).",
+            labels=["listener"],
+        )
+        for listener, count in counts.items():
+            family.add_metric([listener], count)
+        yield family
+
+
 class ProxyMetrics:
     """The registry of one proxy, fed by its feeds; serve it with :meth:`exposition`."""
 
@@ -341,6 +365,7 @@ class ProxyMetrics:
         )
         r.register(_FeedCollector(proxy))
         r.register(_ArchiveCollector(proxy))
+        r.register(_ServerCollector(proxy))
         for cam, feed in proxy.feeds.items():
             # Histograms exported from zero so that the first switch shows in increase().
             self.detection.labels(cam)

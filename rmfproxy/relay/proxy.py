@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from rmfproxy.archive.fetch import RecorderSource, recorder_sources
 from rmfproxy.archive.playback import StitchedPlayback
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.archive.store import JournalError
-from rmfproxy.config import CameraConfig, Config, ConfigError, split_host_port
+from rmfproxy.config import CameraConfig, Config, ConfigError, SourceConfig, split_host_port
 from rmfproxy.localports import LocalPorts
 from rmfproxy.manage.revisions import (
     ConfigChange,
@@ -31,8 +32,10 @@ from rmfproxy.relay.feed import Feed, _Listener
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
 from rmfproxy.serve.limits import ServeLimits
-from rmfproxy.serve.server import RtspServer
+from rmfproxy.serve.server import RtspServer, TlsListenError
+from rmfproxy.tls import ServerTls, client_context
 from rmfproxy.upstream.source import RtspSource
+from rmfproxy.upstream.url import is_tls
 
 REPLAY_PREFIX = "replay/"
 """``rtsp://proxy/replay/<camera>`` plays history without ``Require: onvif-replay``
@@ -66,15 +69,28 @@ class Proxy:
         self.config = config
         self.local_ports = LocalPorts()
         """Every UDP port this proxy binds (server and sources): never a client's port."""
+        self._client_tls: dict[tuple[Path | None, bool], ssl.SSLContext] = {}
+        """TLS client contexts of rtsps sources, shared by every source with the same CA
+        file and verification (loading the system's CAs takes ~40 ms and ~1 MB each)."""
         self.feeds: dict[str, Feed] = {
             cam_id: self._make_feed(cam_id, cam) for cam_id, cam in config.cameras.items()
         }
         access = _access_control(config)
-        host, port = split_host_port(config.rtsp.listen)
+        host, port = _listen_address(config.rtsp.listen)
+        tls_conf = config.rtsp.tls
+        self.tls: ServerTls | None = None
+        """The RTSPS listener's certificate (re-read by :meth:`reload_tls`), or None."""
+        tls_host, tls_port = "127.0.0.1", 0
+        if tls_conf is not None:
+            self.tls = ServerTls(tls_conf.cert_file, tls_conf.key_file)
+            tls_host, tls_port = split_host_port(tls_conf.listen)
         self.server = RtspServer(
             self.feeds.get,
             host=host,
             port=port,
+            tls=self.tls,
+            tls_host=tls_host,
+            tls_port=tls_port,
             session_timeout=config.rtsp.session_timeout,
             access=access,
             client_buffer_bytes=config.rtsp.client_buffer_bytes,
@@ -142,9 +158,12 @@ class Proxy:
         rtsp = self.config.rtsp
         try:
             await self.server.start()
+        except TlsListenError as exc:
+            assert rtsp.tls is not None
+            raise ListenError("rtsp.tls.listen", rtsp.tls.listen, _why(exc)) from None
         except OSError as exc:
-            raise ListenError("rtsp.listen", rtsp.listen, _why(exc)) from None
-        if rtsp.udp_rtp_port and self.server.udp_ports is None:
+            raise ListenError("rtsp.listen", str(rtsp.listen), _why(exc)) from None
+        if rtsp.listen is not None and rtsp.udp_rtp_port and self.server.udp_ports is None:
             # The server falls back to TCP-only; a fixed pair was asked for (a firewall
             # rule, a NAT mapping), so serving without it would fail the clients quietly.
             await self.server.close()
@@ -175,7 +194,8 @@ class Proxy:
         log.info(
             "proxy.started",
             cameras=len(self.feeds),
-            rtsp_port=self.server.port,
+            rtsp_port=self.server.port if rtsp.listen is not None else None,
+            rtsps_port=self.server.tls_port if rtsp.tls is not None else None,
             api_port=self.api.port if self.api else None,
         )
 
@@ -213,6 +233,7 @@ class Proxy:
                 password=secret.value if secret else None,
                 name=f"{cam_id}/{name}",
                 local_ports=self.local_ports,
+                tls=self._source_tls(src),
             )
 
         return Feed(
@@ -245,6 +266,8 @@ class Proxy:
         )
         self.config = new
         self.server.access = _access_control(new)
+        if _tls_files(old) != _tls_files(new):
+            self.reload_tls()  # the certificate's paths changed: in use from now on
         for cam in [*change.removed, *change.changed]:
             feed = self.feeds.pop(cam)
             why = "camera-removed" if cam in change.removed else "camera-changed"
@@ -268,6 +291,33 @@ class Proxy:
         )
         return change
 
+    async def reload(self) -> None:
+        """SIGHUP: re-read the configuration file (:meth:`ConfigKeeper.reload`), then the
+        RTSPS certificate and key, even when the file did not change (certificates are
+        renewed in place)."""
+        self._client_tls.clear()  # sources built from now on read their CA files again
+        await self.keeper.reload()
+        self.reload_tls()
+
+    def reload_tls(self) -> bool:
+        """Re-read the RTSPS certificate and key from the configured files: new
+        handshakes use them, established sessions go on. A bad pair is logged and the
+        certificate in use stays (False). True without a TLS listener."""
+        tls_conf = self.config.rtsp.tls
+        if self.tls is None or tls_conf is None:
+            return True
+        return self.tls.reload(tls_conf.cert_file, tls_conf.key_file)
+
+    def _source_tls(self, src: SourceConfig) -> ssl.SSLContext | None:
+        """The TLS client context of an ``rtsps://`` source (None for ``rtsp://``)."""
+        if not is_tls(src.url):
+            return None
+        key = (src.tls_ca_file, src.tls_verify)
+        ctx = self._client_tls.get(key)
+        if ctx is None:
+            ctx = self._client_tls[key] = client_context(src.tls_ca_file, verify=src.tls_verify)
+        return ctx
+
     def _recorders(self, camera: str) -> list[RecorderSource] | None:
         """Where ``camera``'s sources replay from, in priority order (None: no camera)."""
         if camera not in self.config.cameras:
@@ -288,6 +338,10 @@ class Proxy:
     def url(self, camera: str) -> str:
         """The client URL of a camera."""
         return self.server.url(camera)
+
+    def tls_url(self, camera: str) -> str:
+        """The ``rtsps://`` client URL of a camera (with ``rtsp.tls`` configured)."""
+        return self.server.tls_url(camera)
 
     def api_url(self, path: str = "/") -> str:
         """A URL on the admin listener."""
@@ -319,6 +373,18 @@ def _relayed(old: Config, new: Config, camera: str) -> bool:
     a = old.cameras[camera].model_dump(exclude=set(PLANNING_FIELDS))
     b = new.cameras[camera].model_dump(exclude=set(PLANNING_FIELDS))
     return a != b
+
+
+def _listen_address(listen: str | None) -> tuple[str, int | None]:
+    """Host and port of the plain RTSP listener (port None: no plain listener)."""
+    if listen is None:
+        return "127.0.0.1", None
+    return split_host_port(listen)
+
+
+def _tls_files(config: Config) -> tuple[Path, Path] | None:
+    tls_conf = config.rtsp.tls
+    return None if tls_conf is None else (tls_conf.cert_file, tls_conf.key_file)
 
 
 def _access_control(config: Config) -> AccessControl | None:

@@ -141,10 +141,14 @@ def _digest_uri_matcher(request_uri: str) -> Callable[[str], bool]:
 
 
 class RtspConnection(asyncio.Protocol):
-    """Serves RTSP requests on one TCP connection."""
+    """Serves RTSP requests on one TCP connection (``tls``: on the RTSPS listener, where
+    the TLS handshake is over before ``connection_made``)."""
 
-    def __init__(self, server: RtspServer) -> None:
+    def __init__(self, server: RtspServer, *, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls
+        self.listener = "rtsps" if tls else "rtsp"
+        """Which listener the connection came in on (for logs)."""
         self.id = next(_ids)
         self.transport: asyncio.Transport | None = None
         limits = server.limits
@@ -595,7 +599,7 @@ class RtspConnection(asyncio.Protocol):
             sdp = stream.sdp()
         if sdp is None:
             raise RequestError(503, "camera has no source yet", {"Retry-After": "1"})
-        base = req.uri.rstrip("/") + "/"
+        base = self._own_scheme(req.uri).rstrip("/") + "/"
         headers["Content-Base"] = base
         headers["Content-Type"] = "application/sdp"
         return Response(200, headers=headers, body=sdp.serialize().encode())
@@ -648,6 +652,7 @@ class RtspConnection(asyncio.Protocol):
                 camera=path,
                 session=session.id[:6],
                 user=user,
+                listener=self.listener,
             )
         self.sessions[session.id] = session
         dest, reply = chosen
@@ -681,6 +686,11 @@ class RtspConnection(asyncio.Protocol):
                     profile="RTP/AVP", lower_transport="TCP", unicast=True, interleaved=(a, b)
                 )
                 return TcpTrack(a, b), reply
+            if self.tls:
+                # RFC 7826 §19.2 (RTSPS): media over UDP would leave the encrypted
+                # connection and travel in clear; without SRTP, interleaved TCP only.
+                refused.append("over RTSPS media is sent interleaved only (RTP/AVP/TCP)")
+                continue
             if offer.client_port is not None and self.server.udp_ports is not None:
                 host = self.peer.rpartition(":")[0]
                 if offer.destination not in (None, host):
@@ -742,7 +752,7 @@ class RtspConnection(asyncio.Protocol):
             limit=self.server.client_buffer_bytes,
             on_close=lambda reason: self.server.close_session(session, reason),
         )
-        base = req.uri.rstrip("/")
+        base = self._own_scheme(req.uri).rstrip("/")
         if split_uri(req.uri)[1] is not None:
             base = base.rpartition("/")[0]
         starts = session.stream.start_points()
@@ -775,8 +785,17 @@ class RtspConnection(asyncio.Protocol):
             camera=session.path,
             session=session.id[:6],
             transport="tcp" if session.uses_tcp else "udp",
+            listener=self.listener,
         )
         return Response(200, headers=headers)
+
+    def _own_scheme(self, uri: str) -> str:
+        """``uri`` as this listener's URL: a client that names ``rtsp://`` on the TLS
+        listener gets ``rtsps://`` back in Content-Base and RTP-Info (RFC 7826 §19.2), so
+        the URLs it follows stay on TLS."""
+        if self.tls and uri[:7].lower() == "rtsp://":
+            return "rtsps://" + uri[7:]
+        return uri
 
     def _seek(self, replay: ReplayStream, req: Request, over_tcp: bool) -> str:
         """Position a replay session for this PLAY; the reply's Range value."""

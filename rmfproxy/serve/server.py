@@ -1,7 +1,13 @@
-"""The RTSP server: listener, session registry, shared UDP ports and session expiry.
+"""The RTSP server: listeners, session registry, shared UDP ports and session expiry.
 
 Used twice: by the proxy (paths are cameras, streams are relay feeds) and by
 the simulator (paths are simulated cameras on a simulated recorder).
+
+Two listeners may serve the same paths, sessions, users and limits: plain RTSP and
+RTSPS (RTSP over TLS, :mod:`rmfproxy.tls`). A connection on the TLS listener gets its
+media interleaved on that connection only: a UDP SETUP there is 461, because RTP over
+UDP next to an encrypted control connection would send the video in clear (SRTP is
+not offered). Either listener may be absent, not both.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
 from rmfproxy.serve.replay import ReplayProvider, ReplayStream
 from rmfproxy.serve.session import ClientSession, State
 from rmfproxy.serve.stream import MediaStream
+from rmfproxy.tls import ServerTls
 
 log = structlog.get_logger(__name__)
 
@@ -41,15 +48,20 @@ class _RtcpReceiver(asyncio.DatagramProtocol):
             session.touch()
 
 
+class TlsListenError(OSError):
+    """The TLS listener could not bind (the plain one was closed again)."""
+
+
 class RtspServer:
-    """Serves the paths that ``resolve`` knows, over RTSP on TCP, with RTP over TCP or UDP."""
+    """Serves the paths that ``resolve`` knows, over RTSP on TCP (and RTSPS with ``tls``),
+    with RTP over TCP or UDP (over TCP only on RTSPS)."""
 
     def __init__(
         self,
         resolve: Callable[[str], MediaStream | None],
         *,
         host: str = "127.0.0.1",
-        port: int = 0,
+        port: int | None = 0,
         session_timeout: int = 60,
         access: AccessControl | None = None,
         client_buffer_bytes: int = 4 << 20,
@@ -59,6 +71,9 @@ class RtspServer:
         local_ports: localports.LocalPorts | None = None,
         replay: ReplayProvider | None = None,
         replay_prefix: str = "",
+        tls: ServerTls | None = None,
+        tls_host: str = "127.0.0.1",
+        tls_port: int = 0,
     ) -> None:
         self.resolve = resolve
         self.replay = replay
@@ -70,6 +85,11 @@ class RtspServer:
         """UDP ports of this proxy no client may name (this server's pair included)."""
         self.host = host
         self.requested_port = port
+        """The plain listener's port (0: any free one; None: no plain listener)."""
+        self.tls = tls
+        """The RTSPS listener's certificate (None: no TLS listener)."""
+        self.tls_host = tls_host
+        self.tls_requested_port = tls_port
         self.session_timeout = session_timeout
         self.access = access
         self.client_buffer_bytes = client_buffer_bytes
@@ -94,32 +114,68 @@ class RtspServer:
         """Simulator fault: read requests and never answer them."""
         self._registered_ports: tuple[int, ...] = ()
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
-        """The bound TCP port (useful when constructed with port 0)."""
-        assert self._server is not None, "server not started"
+        """The plain listener's bound TCP port (useful when constructed with port 0)."""
+        assert self._server is not None, "server not started (or without a plain listener)"
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def tls_port(self) -> int:
+        """The RTSPS listener's bound TCP port."""
+        assert self._tls_server is not None, "server not started (or without TLS)"
+        return int(self._tls_server.sockets[0].getsockname()[1])
+
     def url(self, path: str) -> str:
-        """The client URL of ``path`` on this server."""
-        return f"rtsp://{self.host}:{self.port}/{path}"
+        """The client URL of ``path`` on this server (the RTSPS one without a plain listener)."""
+        if self._server is None and self._tls_server is not None:
+            return self.tls_url(path)
+        return f"rtsp://{_url_host(self.host)}:{self.port}/{path}"
+
+    def tls_url(self, path: str) -> str:
+        """The ``rtsps://`` client URL of ``path``."""
+        return f"rtsps://{_url_host(self.tls_host)}:{self.tls_port}/{path}"
 
     async def start(self) -> None:
-        """Bind the TCP listener and the UDP port pair; start expiring sessions."""
+        """Bind the listeners and the UDP port pair; start expiring sessions.
+
+        ``OSError`` when the plain listener cannot bind, :class:`TlsListenError` when the
+        TLS one cannot (nothing is left bound then).
+        """
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: RtspConnection(self), self.host, self.requested_port, reuse_address=True
-        )
-        await self._bind_udp()
+        if self.requested_port is not None:
+            self._server = await loop.create_server(
+                lambda: RtspConnection(self), self.host, self.requested_port, reuse_address=True
+            )
+            await self._bind_udp()  # UDP media only for plain RTSP clients
+        if self.tls is not None:
+            try:
+                self._tls_server = await loop.create_server(
+                    lambda: RtspConnection(self, tls=True),
+                    self.tls_host,
+                    self.tls_requested_port,
+                    reuse_address=True,
+                    ssl=self.tls.context,
+                    # A client that connects and never completes its handshake holds
+                    # no slot of the connection limits yet: bound the time it may take.
+                    ssl_handshake_timeout=self.limits.request_timeout,
+                )
+            except OSError as exc:
+                await self.close()
+                raise TlsListenError(exc.errno, exc.strerror) from exc
         self._reaper = asyncio.create_task(self._expire_sessions(), name="rtsp-session-reaper")
         log.info(
             "rtsp.listening",
             server=self.name,
-            host=self.host,
-            port=self.port,
+            host=self.host if self._server is not None else None,
+            port=self.port if self._server is not None else None,
             udp_ports=self.udp_ports,
+            tls_host=self.tls_host if self._tls_server is not None else None,
+            tls_port=self.tls_port if self._tls_server is not None else None,
+            tls_fingerprint=self.tls.fingerprint if self.tls is not None else None,
         )
 
     async def _bind_udp(self) -> None:
@@ -238,13 +294,14 @@ class RtspServer:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        if self._server is not None:
-            self._server.close()
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        for server in servers:
+            server.close()
         for session in list(self.sessions.values()):
             self.close_session(session, "server-shutdown")
         self.close_connections()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
         for t in (self.udp_rtp, self.udp_rtcp):
             if t is not None:
                 t.close()
@@ -253,3 +310,8 @@ class RtspServer:
         self._registered_ports = ()
         self.udp_rtp = self.udp_rtcp = None
         await asyncio.sleep(0)
+
+
+def _url_host(host: str) -> str:
+    """A listen host as written in a URL (IPv6 in brackets, RFC 3986 §3.2.2)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -102,14 +102,23 @@ def read_rtsp(
     max_frames: int | None = None,
     open_timeout: float = 10.0,
     stop: threading.Event | None = None,
+    options: dict[str, str] | None = None,
 ) -> ProbeResult:
-    """Read ``url`` for ``seconds`` of wall clock (or ``max_frames``), decoding every packet."""
+    """Read ``url`` for ``seconds`` of wall clock (or ``max_frames``), decoding every packet.
+
+    ``options``: more FFmpeg options, e.g. ``{"tls_verify": "1", "ca_file": path}`` for
+    ``rtsps://`` (FFmpeg 6+ hands them to its TLS layer).
+    """
     result = ProbeResult()
     with av.logging.Capture(local=True) as logs:
         try:
             container = av.open(
                 url,
-                options={"rtsp_transport": transport, "timeout": str(int(open_timeout * 1e6))},
+                options={
+                    "rtsp_transport": transport,
+                    "timeout": str(int(open_timeout * 1e6)),
+                    **(options or {}),
+                },
                 timeout=(open_timeout, 5.0),
             )
         except (av.error.FFmpegError, OSError) as exc:

@@ -54,6 +54,7 @@ from rmfproxy.rtsp.auth import Challenge, DigestClient, parse_challenges
 from rmfproxy.rtsp.headers import SessionHeader, TransportSpec, parse_public
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.rtsp.sdp import SessionDescription, resolve_control
+from rmfproxy.tls import client_context
 from rmfproxy.upstream.backoff import Backoff
 from rmfproxy.upstream.udp_pin import UdpPin, Verdict
 from rmfproxy.upstream.url import host_port, is_tls, split_credentials
@@ -220,7 +221,10 @@ class RtspSource:
         backoff: Backoff | None = None,
         user_agent: str = "rmfproxy",
         local_ports: localports.LocalPorts | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the client context of an ``rtsps://`` URL (default: verify against
+        the system's CAs, :func:`rmfproxy.tls.client_context`)."""
         clean, url_user, url_password = split_credentials(url)
         self.local_ports = local_ports or localports.LocalPorts()
         """Where the UDP ports it binds are registered (the proxy's, shared with its server)."""
@@ -239,7 +243,9 @@ class RtspSource:
         self._user = username if username is not None else url_user
         self._password = password if password is not None else (url_password or "")
         self._host, self._port = host_port(clean)
-        self._tls = is_tls(clean)
+        self._tls: ssl.SSLContext | None = None
+        if is_tls(clean):
+            self._tls = tls if tls is not None else client_context()
         # Per-session state, reset by _close_connection.
         self._conn: _Conn | None = None
         self._cseq = 0
@@ -278,6 +284,13 @@ class RtspSource:
         if self._task is not None:
             raise RuntimeError("RtspSource.run() is already running")
         self._task = asyncio.current_task()
+        if self._tls is not None and self._tls.verify_mode == ssl.CERT_NONE:
+            log.warning(
+                "upstream.tls_unverified",
+                source=self.name,
+                url=self.url,
+                reason="tls_verify is false: any certificate is accepted",
+            )
         try:
             while not self._closing:
                 delivered_before = self.stats.packets
@@ -378,12 +391,12 @@ class RtspSource:
         self._channels = [None] * 256
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if self._tls:
+                if self._tls is not None:
                     _, conn = await loop.create_connection(
                         lambda: _Conn(self),
                         self._host,
                         self._port,
-                        ssl=ssl.create_default_context(),
+                        ssl=self._tls,
                         server_hostname=self._host,
                     )
                 else:
@@ -392,10 +405,24 @@ class RtspSource:
                     )
         except TimeoutError:
             raise Lost("connect-failed: timeout") from None
+        except ssl.SSLError as exc:
+            raise self._tls_refused(exc) from None
         except OSError as exc:
             raise Lost(f"connect-failed: {exc.strerror or type(exc).__name__}") from None
         self._conn = conn
         return conn
+
+    def _tls_refused(self, exc: ssl.SSLError) -> Lost:
+        """The TLS handshake failed: one error line saying why, and the lost reason
+        (``tls-verify-failed`` for a certificate we do not trust, else ``tls-failed``)."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            lost = "tls-verify-failed"
+            why = f"certificate verify failed: {exc.verify_message}"
+        else:
+            lost = "tls-failed"
+            why = str(exc.reason or type(exc).__name__).lower().replace("_", " ")
+        log.error("upstream.tls_refused", source=self.name, url=self.url, reason=why[:200])
+        return Lost(lost)
 
     async def _setup(self, conn: _Conn, track: int, url: str) -> None:
         """SETUP one track in the session (RFC 2326 §10.4)."""
