@@ -17,7 +17,8 @@ from aiortsp.rtsp.reader import RTSPReader
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from tests.support import relay
 
-pytestmark = pytest.mark.e2e
+# End to end on the production loop (uvloop); the protocol units run on both loops.
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
 SECONDS = 10.0
 FPS = 25

@@ -507,6 +507,7 @@ def _folded_head(total: int = 16000) -> bytes:
     return head + fields + b" \r\n" * ((total - len(head) - len(fields) - 2) // 3) + b"\r\n"
 
 
+@pytest.mark.asyncio(loop_factories=["uvloop"])  # e2e-sized: the production loop
 @pytest.mark.e2e
 async def test_a_playing_ffmpeg_client_is_not_stalled_by_hostile_clients() -> None:
     async with relay("h264") as (_sim, proxy):

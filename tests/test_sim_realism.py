@@ -220,6 +220,7 @@ def test_slices_identical_between_differently_styled_recorders(
         assert find_marker(b"".join(ua.nals)) == find_marker(b"".join(ub.nals))
 
 
+@pytest.mark.asyncio(loop_factories=["uvloop"])  # e2e-sized: the production loop
 @pytest.mark.parametrize("codec", ["h264", "h265"])
 async def test_styled_recorders_decode_clean(codec: str) -> None:
     # What a real decoder says about the styled stream: FFmpeg (through PyAV) decodes every

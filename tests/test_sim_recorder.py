@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from rmfproxy.cli import main
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
 
+@pytest.mark.asyncio(loop_factories=["uvloop"])  # e2e-sized: the production loop
 async def test_two_recorders_same_frames_same_moments() -> None:
     spec = SimSpec(recorders=[("r1", 0), ("r2", 0)], cameras=["cam"], seconds=1.0)
     async with SimCluster(spec) as sim:

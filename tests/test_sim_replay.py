@@ -176,6 +176,7 @@ def _check_replay(
         assert not head.terminal or n == last
 
 
+@pytest.mark.asyncio(loop_factories=["uvloop"])  # e2e-sized: the production loop
 async def test_recorder_records_what_it_serves_and_not_while_frozen_or_restarting() -> None:
     rec = SimRecorder("r1", {"cam": _clip()}, seed=1)
     await rec.start()
