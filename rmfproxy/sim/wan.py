@@ -119,6 +119,10 @@ class WanLink:
         self._conns.add(conn)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # aclose() cancelled it. End normally: asyncio's stream server (3.11) asks a
+            # finished handler task for its exception, which raises for a cancelled one.
+            pass
         finally:
             self._conns.discard(conn)
             self._handlers.discard(task)
