@@ -138,6 +138,14 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
         default="127.0.0.1:8600",
         help="HOST:PORT of the HTTP fault-control API ('' to disable)",
     )
+    from rmfproxy.sim.wan import add_impairment_arguments
+
+    wan = p.add_argument_group(
+        "WAN impairment",
+        "put each recorder behind its own impaired link (rmfproxy.sim.wan); the URLs "
+        "printed are the links'",
+    )
+    add_impairment_arguments(wan, "wan-")
 
 
 def _run_async(factory: Callable[[asyncio.Event], Awaitable[int]]) -> int:
@@ -211,7 +219,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
     configure_logging("auto", "info")
     from rmfproxy.sim.runner import SimSpec, run_sim
 
-    spec = SimSpec.from_args(args)
+    try:
+        spec = SimSpec.from_args(args)
+    except ValueError as exc:
+        print(f"rmfproxy sim: {exc}", file=sys.stderr)
+        return 2
 
     async def run(stop: asyncio.Event) -> int:
         await run_sim(spec, stop, announce=print)

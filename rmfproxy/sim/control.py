@@ -13,12 +13,17 @@ from aiohttp import web
 from rmfproxy.sim.recorder import FAULTS, SimRecorder
 
 RECORDERS: web.AppKey[dict[str, SimRecorder]] = web.AppKey("recorders", dict)
+PORTS: web.AppKey[dict[str, int]] = web.AppKey("ports", dict)
 
 
 async def _list(request: web.Request) -> web.Response:
     recs = request.app[RECORDERS]
+    ports = request.app[PORTS]
     return web.json_response(
-        {name: {"port": r.port, "cameras": sorted(r.cameras)} for name, r in recs.items()}
+        {
+            name: {"port": ports.get(name, r.port), "cameras": sorted(r.cameras)}
+            for name, r in recs.items()
+        }
     )
 
 
@@ -43,10 +48,14 @@ async def _fault(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "recorder": rec.name, "fault": fault})
 
 
-def control_app(recorders: dict[str, SimRecorder]) -> web.Application:
-    """The aiohttp application controlling ``recorders``."""
+def control_app(
+    recorders: dict[str, SimRecorder], ports: dict[str, int] | None = None
+) -> web.Application:
+    """The aiohttp application controlling ``recorders`` (``ports``: where clients reach
+    them when not on their own port, e.g. through a WAN link)."""
     app = web.Application()
     app[RECORDERS] = recorders
+    app[PORTS] = ports or {}
     app.router.add_get("/recorders", _list)
     app.router.add_post("/fault", _fault)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from aiohttp import web
@@ -13,7 +13,9 @@ from aiohttp import web
 from rmfproxy.sim.camera import StreamStyle
 from rmfproxy.sim.control import control_app
 from rmfproxy.sim.encoder import EncodedClip, encode_clip
+from rmfproxy.sim.impair import Impairment
 from rmfproxy.sim.recorder import SimRecorder
+from rmfproxy.sim.wan import WanLink, impairment_from_args
 
 
 @dataclass
@@ -42,6 +44,10 @@ class SimSpec:
     """How each recorder re-streams (timestamps, parameter sets, AUD/SEI, MTU); default as is."""
     control: str = ""
     host: str = "127.0.0.1"
+    impairment: Impairment | None = None
+    """A WAN path in front of each recorder (its own :class:`WanLink`, seed + i; stall
+    phases, unless set, spread evenly over ``stall_every`` so no two links stall together).
+    The recorders' URLs and ports are then the links'."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SimSpec:
@@ -57,6 +63,7 @@ class SimSpec:
             seconds=args.seconds,
             variants=args.variant,
             control=args.control,
+            impairment=impairment_from_args(args, "wan-"),
         )
 
 
@@ -84,6 +91,8 @@ class SimCluster:
     def __init__(self, spec: SimSpec) -> None:
         self.spec = spec
         self.recorders: dict[str, SimRecorder] = {}
+        self.links: dict[str, WanLink] = {}
+        """The WAN link in front of each recorder (with ``spec.impairment``)."""
         self._control: web.AppRunner | None = None
         self.control_url: str | None = None
 
@@ -109,9 +118,30 @@ class SimCluster:
             )
             await rec.start()
             self.recorders[name] = rec
+        if spec.impairment is not None:
+            epoch = asyncio.get_running_loop().time()
+            n = len(spec.recorders)
+            for i, name in enumerate(self.recorders):
+                imp = spec.impairment
+                phase = imp.stall_phase
+                if phase is None and imp.stall_every is not None:
+                    phase = imp.stall_every * (i + 0.5) / n
+                link = WanLink(
+                    spec.host,
+                    self.recorders[name].port,
+                    replace(imp, seed=imp.seed + i, stall_phase=phase),
+                    listen_host=spec.host,
+                    name=name,
+                    epoch=epoch,
+                )
+                await link.start()
+                self.links[name] = link
         if spec.control:
             ctl_host, _, ctl_port = spec.control.rpartition(":")
-            self._control = web.AppRunner(control_app(self.recorders), access_log=None)
+            self._control = web.AppRunner(
+                control_app(self.recorders, {n: k.port for n, k in self.links.items()}),
+                access_log=None,
+            )
             await self._control.setup()
             site = web.TCPSite(self._control, ctl_host, int(ctl_port))
             await site.start()
@@ -123,6 +153,8 @@ class SimCluster:
         """Stop the control API and every recorder."""
         if self._control is not None:
             await self._control.cleanup()
+        for link in self.links.values():
+            await link.aclose()
         for rec in self.recorders.values():
             await rec.stop()
 
@@ -134,8 +166,16 @@ class SimCluster:
         await self.stop()
 
     def url(self, recorder: str, camera: str) -> str:
-        """The RTSP URL of ``camera`` on ``recorder``."""
+        """The RTSP URL of ``camera`` on ``recorder`` (through its WAN link, if any)."""
+        link = self.links.get(recorder)
+        if link is not None:
+            return f"rtsp://{link.host}:{link.port}/{camera}"
         return self.recorders[recorder].url(camera)
+
+    def port(self, recorder: str) -> int:
+        """The port clients reach ``recorder`` on (its WAN link's, if any)."""
+        link = self.links.get(recorder)
+        return link.port if link is not None else self.recorders[recorder].port
 
 
 async def run_sim(spec: SimSpec, stop: asyncio.Event, announce: Callable[[str], None]) -> None:
@@ -143,7 +183,11 @@ async def run_sim(spec: SimSpec, stop: asyncio.Event, announce: Callable[[str], 
     async with SimCluster(spec) as sim:
         for name, rec in sim.recorders.items():
             for cam in rec.cameras:
-                announce(f"{name}: {rec.url(cam)}")
+                announce(f"{name}: {sim.url(name, cam)}")
+        for name, link in sim.links.items():
+            announce(
+                f"{name}: behind a WAN link to port {sim.recorders[name].port}: {link.impairment}"
+            )
         if sim.control_url:
             announce(
                 f"fault control: {sim.control_url}  (rmfproxy fault --control "
