@@ -313,6 +313,7 @@ async def _read_both(urls: list[tuple[str, str]], seconds: float) -> list[object
     )
 
 
+@pytest.mark.asyncio(loop_factories=["uvloop"])  # e2e-sized: the production loop
 async def test_rtsp_through_the_link_over_tcp_and_udp_read_by_ffmpeg() -> None:
     imp = Impairment(delay=0.02, jitter=0.005, seed=5)
     spec = SimSpec(recorders=[("r1", 0)], cameras=["cam"], seconds=2.0, impairment=imp)
