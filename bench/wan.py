@@ -14,9 +14,9 @@ counters, frames lost and repeated.
 
 For ``--minutes`` both recorders are alive: any switch then is a false (link-caused) one,
 counted from the proxy's switch records (``/api/v1/cameras/cam``, polled every 2 s) and
-its metrics (``rmfproxy_camera_switches_total``). Then the active recorder is frozen for good
-(RTP stops, TCP stays open: found by the RTP heartbeat), then, once both are healthy again,
-killed (connections closed, RTSP port silent: found at the close); each fault's time to
+its metrics (``rmfproxy_camera_switches_total``). Then the active recorder is frozen (RTP
+stops, TCP stays open, for 8 s: found by the RTP heartbeat) and, once both are healthy
+again, killed (connections closed, RTSP port silent: found at the close); each fault's time to
 the switch comes from the switch record (``at`` minus the fault time) and from the
 client's longest frame gap around it. ``--camera-config`` is merged into the camera's
 configuration (detection settings); ``--sweep`` runs each of several such settings for
@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.relay import free_port, wait_rtsp
 from bench.soak import http, log_summary, spawn, stop_process, switches
+from rmfproxy.config import ConfigError, parse_config
 from rmfproxy.log import configure_logging
 from rmfproxy.sim.impair import Impairment
 from rmfproxy.sim.runner import SimCluster, SimSpec
@@ -210,6 +211,10 @@ async def one_run(args: argparse.Namespace, camera_config: dict[str, Any]) -> di
                 }
             },
         }
+        try:
+            parse_config(config)  # a bad --camera-config is named here, not by a dead proxy
+        except ConfigError as exc:
+            raise SystemExit(f"--camera-config: {exc}") from None
         cfg = work / "rmfproxy.json"
         cfg.write_text(json.dumps(config, indent=1))
         try:
