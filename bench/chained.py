@@ -295,7 +295,7 @@ async def site_outage(
     # B's second source must be back from the last fault first (a killed r2 takes a
     # reconnect): this measures A going away, not the whole site at once.
     deadline = time.monotonic() + 30.0
-    while not all(s.healthy(cfeed.clock()) for s in cfeed.slots):  # noqa: ASYNC110
+    while not all(s.healthy(cfeed.clock()) for s in cfeed.slots):
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
