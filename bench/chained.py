@@ -8,7 +8,7 @@ the site proxy A relays it from [r1, r2]; the central proxy B relays it from [A,
 (the site proxy first, the site's redundant recorder second). One FFmpeg client (PyAV)
 reads B for the whole run. Every ``--period`` seconds A is made to switch, alternating
 an operator switch (``POST /api/v1/cameras/{camera}/switch`` on A's admin API, pinning
-the other recorder) and a fault on the recorder A is relaying (cycling ``close``:
+the recorder A is not relaying) and a fault on the recorder A is relaying (cycling ``close``:
 connections aborted, reconnects accepted; ``freeze``: RTP stops, TCP stays open;
 ``kill``: connections aborted and the RTSP port stops answering), mended after
 ``--fault-for`` seconds. With ``--site-outage`` (default 15 s) A itself is stopped once,
@@ -148,7 +148,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         codec=args.codec,
         fps=FPS,
         gop=GOP,
-        seconds=4.0,
+        # Longer than the merger's history of outbound pictures (256 at 25 fps): a looping
+        # clip repeats its coded pictures, and a recorder that reconnects while the stream
+        # carries the other encoding would match its pictures of a loop before.
+        seconds=12.0,
         session_timeout=4,
         variants=["r2"] if different else [],
     )
@@ -177,7 +180,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.monotonic()
             events: list[dict[str, Any]] = []
             faults = itertools.cycle(FAULTS)
-            pin = itertools.cycle(["r2", "r1"])
             outage_at = t0 + duration * 2 / 3 if args.site_outage > 0 else None
             outage: dict[str, Any] | None = None
             site_records: list[Any] = []
@@ -186,35 +188,42 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 next_at = t0 + (k + 1) * args.period
                 if outage_at is not None and outage is None and next_at > outage_at:
                     await asyncio.sleep(max(0.0, outage_at - time.monotonic()))
-                    site_records += site.feeds[CAMERA].switches
+                    if events:
+                        settle(events[-1])
                     outage = await site_outage(args, sim, cfeed, silence, site, site_port)
+                    site_records += outage.pop("switches")
                     site = outage.pop("site")
                     k = math.ceil((time.monotonic() - t0) / args.period)  # events resume
                     continue
                 if next_at > t0 + duration:
                     break
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                if events:
+                    settle(events[-1])
                 k += 1
                 sfeed = site.feeds[CAMERA]
-                before = sfeed.switch_count
                 t_event = time.monotonic()
+                check = {"feed": sfeed, "before": sfeed.switch_count}
                 if k % 2:
-                    target = next(pin)
+                    target = "r1" if sfeed.active == 1 else "r2"  # the other recorder
                     url = site.api_url(f"/api/v1/cameras/{CAMERA}/switch")
                     async with http.post(url, json={"source": target}, headers=auth) as resp:
                         if resp.status != 202:
                             raise SystemExit(f"site switch: HTTP {resp.status}")
-                    events.append({"t": t_event, "kind": "operator", "what": target})
+                    events.append({"t": t_event, "kind": "operator", "what": target, **check})
                 else:
                     fault = next(faults)
                     victim = sfeed.source_name(sfeed.active) or "r1"
                     rec = sim.recorders[victim]
                     await rec.apply(fault)
-                    events.append({"t": t_event, "kind": "fault", "what": f"{fault} {victim}"})
+                    events.append(
+                        {"t": t_event, "kind": "fault", "what": f"{fault} {victim}", **check}
+                    )
                     await asyncio.sleep(args.fault_for)
                     rec.clear()
-                events[-1]["site_switched"] = sfeed.switch_count > before
             await asyncio.sleep(1.0)
+            if events:
+                settle(events[-1])
             ended_early = reader.done()
             stop.set()
             result = await reader
@@ -227,7 +236,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [per_switch(result, e["t"], e["t"] + WINDOW) for e in events]
     gaps = [r["gap_ms"] for r in rows]
     out_start = outage["t_stop"] if outage else None
-    out_end = outage["t_back"] + CENTRAL_HOLD + 5.0 if outage else None
+    out_end = outage["t_done_wall"] if outage else None
     while_up = [
         s
         for s in cfeed.switches
@@ -267,6 +276,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "site_outage_central_failed_back": None
             if outage is None
             else outage["central_failed_back"],
+            "site_outage_central_reconnect_s": None
+            if outage is None
+            else outage["central_reconnect_s"],
             "site_outage_gap_ms": None if outage_row is None else round(outage_row["gap_ms"], 1),
             "site_outage_frames_lost": None if outage_row is None else outage_row["lost"],
             "site_outage_frames_repeated": None if outage_row is None else outage_row["repeated"],
@@ -301,26 +313,41 @@ async def site_outage(
         await asyncio.sleep(0.05)
     silence.paused = True
     t_mono, t_stop = time.monotonic(), time.time()
+    switches = list(site.feeds[CAMERA].switches)
     await site.stop()
     await asyncio.sleep(args.site_outage)
     new = Proxy(parse_config(site_config(sim, port, TOKEN_ENV)))
     await new.start()
     t_back = time.time()
     await wait_active(new.feeds[CAMERA])
-    # B fails back to A after its hold-down; A's silence counts again from then on.
-    deadline = time.monotonic() + CENTRAL_HOLD + 15.0
+    # B reconnects (its backoff grew while A was away) and fails back to A after its
+    # hold-down; A's silence counts again from then on.
+    deadline = time.monotonic() + CENTRAL_HOLD + 30.0
+    while not cfeed.slots[0].healthy(cfeed.clock()) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    reconnected = time.time()
     while cfeed.active != 0 and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
     silence.paused = False
     return {
         "site": new,
+        "switches": switches,
         "t_mono": t_mono,
         "t_done": time.monotonic(),
+        "t_done_wall": time.time(),
         "t_stop": t_stop,
         "t_back": t_back,
         "central_failed_back": cfeed.active == 0,
+        "central_reconnect_s": round(reconnected - t_back, 2),
     }
+
+
+def settle(event: dict[str, Any]) -> None:
+    """Whether the site proxy switched after the event (by the next one: a switch to another
+    encoding waits for its keyframe)."""
+    if "feed" in event:
+        event["site_switched"] = event.pop("feed").switch_count > event.pop("before")
 
 
 def count_by(switches: list[Any]) -> dict[str, int]:
