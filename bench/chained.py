@@ -115,6 +115,8 @@ class SilenceProbe:
         self.paused = False
         self.longest = 0.0
         self.overdue_samples = 0
+        self.not_delivering: list[dict[str, Any]] = []
+        """B's state while it sent its clients nothing for 2 s (at most 20 samples)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -125,13 +127,34 @@ class SilenceProbe:
             self._task.cancel()
 
     async def _run(self) -> None:
-        slot = self.feed.slots[0]
+        feed = self.feed
+        slot = feed.slots[0]
+        last_note = 0.0
         while True:
             await asyncio.sleep(0.01)
+            now = feed.clock()
+            if not feed.delivering(now) and now - last_note > 0.5 and len(self.not_delivering) < 20:
+                last_note = now
+                merger = feed.merger
+                self.not_delivering.append(
+                    {
+                        "at": round(time.time(), 3),
+                        "active": feed.source_name(feed.active),
+                        "pending": None if feed.pending is None else feed.pending.target,
+                        "sources": {
+                            s.name: {
+                                "healthy": s.healthy(now),
+                                "merge": s.merge_state.value,
+                                "anchoring": merger.anchoring(s.index) if merger else None,
+                                "aus": merger.stats(s.index) if merger else None,
+                            }
+                            for s in feed.slots
+                        },
+                    }
+                )
             hb = slot.heartbeat
             if self.paused or hb.last_packet is None:
                 continue
-            now = self.feed.clock()
             self.longest = max(self.longest, now - hb.last_packet)
             if hb.overdue(now):
                 self.overdue_samples += 1
@@ -263,6 +286,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "central_switches_around_site_outage": [switch_json(s) for s in around],
         "site_silence_at_central_ms_max": round(silence.longest * 1000, 1),
         "central_overdue_samples_while_site_up": silence.overdue_samples,
+        "central_not_delivering": silence.not_delivering,
         "client": {
             "frames_decoded": result.frames_decoded,
             "decode_errors": result.decode_errors,

@@ -235,6 +235,13 @@ class Merger:
         """Bring in a source that does not align: at its next keyframe AU, restart on it."""
         self._source(index).anchor_pending = True
 
+    def cancel_anchor(self, index: int) -> None:
+        """The restart on this source is not wanted any more (the caller's switch was called
+        off): releases what other sources hold for it at the next AU."""
+        src = self._sources.get(index)
+        if src is not None:
+            src.anchor_pending = False
+
     def anchoring(self, index: int) -> bool:
         """True while a restart on this source waits for its keyframe."""
         src = self._sources.get(index)
