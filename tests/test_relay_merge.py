@@ -362,3 +362,44 @@ def test_anchoring_a_source_that_turns_out_identical_and_behind_repeats_nothing(
             out += push_all(m, 1, b.packets(n, au), n / FPS + 0.06)
     assert depacketized(h264.FORMAT, out) == cam
     assert m.aligned(1) and not m.anchoring(1)
+
+
+@pytest.mark.parametrize("lag_new", [0.005, -0.005])
+def test_a_planned_switch_to_another_encoding_shows_no_instant_twice(lag_new: float) -> None:
+    # A (active, still healthy) hands over to B, another encoding of the same camera, at B's
+    # keyframe (an operator switch, a failback; a site proxy chained behind a central one).
+    # Both deliver every instant; B's copy of an instant comes 5 ms after A's (or before).
+    # B's keyframe is instant 30: instants 0-29 from A, 30 on from B, each exactly once.
+    cam_a, cam_b = h264_camera(60, seed=21), h264_camera(60, seed=22, gop=30)
+    a, b = Recorder(ssrc=1), Recorder(ssrc=2, seq=900, ts=12345)
+    m = merger()
+    out: list[bytearray] = []
+    for n in range(60):
+        if n == 20:
+            m.anchor(1)
+        pushes = [(0, a.packets(n, cam_a[n]), 0.0), (1, b.packets(n, cam_b[n]), lag_new)]
+        for index, pkts, lag in sorted(pushes, key=lambda p: p[2]):
+            out += push_all(m, index, pkts, n / FPS + 0.1 + lag)
+    assert depacketized(h264.FORMAT, out) == cam_a[:30] + cam_b[30:]
+    assert m.stats(0)["replaced"] == (1 if lag_new > 0 else 0)
+    frames = check_numbering(out, m.ssrc)
+    steps = [ts_diff(y, x) for x, y in itertools.pairwise(frames)]
+    assert min(steps) >= 0.75 * TICKS and max(steps) <= 1.25 * TICKS
+
+
+def test_a_cancelled_anchor_restarts_nothing() -> None:
+    # The feed called its switch off (the active source came back before the standby's
+    # keyframe): the stream stays on A's pictures, and A's AUs held meanwhile go out.
+    cam_a, cam_b = h264_camera(60, seed=23), h264_camera(60, seed=24, gop=30)
+    a, b = Recorder(ssrc=1), Recorder(ssrc=2, seq=900, ts=12345)
+    m = merger()
+    out: list[bytearray] = []
+    for n in range(60):
+        if n == 20:
+            m.anchor(1)
+        if n == 25:
+            m.cancel_anchor(1)
+        out += push_all(m, 0, a.packets(n, cam_a[n]), n / FPS)
+        out += push_all(m, 1, b.packets(n, cam_b[n]), n / FPS + 0.005)
+    assert depacketized(h264.FORMAT, out) == cam_a  # no restart at B's keyframe (30)
+    assert not m.anchoring(1) and m.stats(1)["sent"] == 0

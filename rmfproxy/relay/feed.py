@@ -416,17 +416,18 @@ class Feed:
         decision = self.policy.decide(now, healthy, self.active)
         if decision is None:
             if self.pending is not None and not healthy[self.pending.target]:
-                self.pending = None  # the chosen standby failed too; decide again next tick
+                self._drop_pending()  # the chosen standby failed too; decide again next tick
             elif (
                 self.pending is not None
                 and self.active is not None
                 and healthy[self.active]
                 and self.pending.reason is Reason.FAILOVER
             ):
-                self.pending = None  # the active source recovered before the switch
+                self._drop_pending()  # the active source recovered before the switch
             return
         if self.pending is not None and self.pending.target == decision.target:
             return
+        self._drop_pending()
         self.pending = decision
         self._pending_since = now
         old = self.active
@@ -448,6 +449,15 @@ class Feed:
                 self._switch(now)  # same pictures on the same timeline: nothing to wait for
             else:
                 self.merger.anchor(decision.target)
+
+    def _drop_pending(self) -> None:
+        """Forget the planned switch, and the merger's restart at its target's keyframe with
+        it: otherwise the stream would still restart on that source while the feed stays on
+        the active one (seen behind a central proxy: a site proxy whose recorder came back
+        at once restarted on the standby's other encoding, then back)."""
+        pending, self.pending = self.pending, None
+        if pending is not None and self.merger is not None and pending.target != self.active:
+            self.merger.cancel_anchor(pending.target)
 
     def _why(self, decision: Decision, old: int | None) -> str:
         if decision.reason is Reason.MANUAL:

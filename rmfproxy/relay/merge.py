@@ -149,6 +149,12 @@ class _Source:
     """Whole AUs that arrived after the stream had gone past them."""
     jumps: int = 0
     """Timestamp jumps re-aligned on the wall clock."""
+    held: AccessUnit | None = None
+    """Its AU at the head of the stream, held back while a restart on another source waits
+    for that source's keyframe (see :meth:`Merger._place`)."""
+    held_at: float = 0.0
+    aus_replaced: int = 0
+    """Held AUs not sent: the restarting source's keyframe showed that instant instead."""
 
 
 class Merger:
@@ -229,6 +235,13 @@ class Merger:
         """Bring in a source that does not align: at its next keyframe AU, restart on it."""
         self._source(index).anchor_pending = True
 
+    def cancel_anchor(self, index: int) -> None:
+        """The restart on this source is not wanted any more (the caller's switch was called
+        off): releases what other sources hold for it at the next AU."""
+        src = self._sources.get(index)
+        if src is not None:
+            src.anchor_pending = False
+
     def anchoring(self, index: int) -> bool:
         """True while a restart on this source waits for its keyframe."""
         src = self._sources.get(index)
@@ -243,13 +256,14 @@ class Merger:
         """AU counters of one source."""
         src = self._sources.get(index)
         if src is None:
-            return {"sent": 0, "copies": 0, "broken": 0, "late": 0, "jumps": 0}
+            return {"sent": 0, "copies": 0, "broken": 0, "late": 0, "jumps": 0, "replaced": 0}
         return {
             "sent": src.aus_sent,
             "copies": src.aus_dropped,
             "broken": src.aus_broken,
             "late": src.aus_late,
             "jumps": src.jumps,
+            "replaced": src.aus_replaced,
         }
 
     # packets -------------------------------------------------------------------
@@ -266,6 +280,8 @@ class Merger:
         return out
 
     def _on_au(self, index: int, src: _Source, au: AccessUnit, now: float, out: Out) -> None:
+        if src.held is not None:
+            self._release(index, src, now, out)  # its next AU came: the held one is not a twin
         src.params.update(au.param_sets)
         self._learn_spacing(src, au)
         if not au.complete:
@@ -284,8 +300,12 @@ class Merger:
                 src.anchor_pending = False
                 self._locate(index, src, found, au)
                 return
+            self._settle_held(index, now, out)
             self._restart(index, src, au, now, out)
             return
+        if src.anchor_pending:
+            # Not its keyframe yet: the instant it shows goes out from the stream's source.
+            self._release_others(index, now, out)
         if src.located:
             self._place(index, src, au, now, out)
             return
@@ -374,14 +394,28 @@ class Merger:
     def _index_of(self, src: _Source) -> int:
         return next(i for i, s in self._sources.items() if s is src)
 
-    def _place(self, index: int, src: _Source, au: AccessUnit, now: float, out: Out) -> None:
-        """A located source's next AU: a copy, the next AU of the stream, or a stranger."""
+    def _place(
+        self, index: int, src: _Source, au: AccessUnit, now: float, out: Out, hold: bool = True
+    ) -> None:
+        """A located source's next AU: a copy, the next AU of the stream, or a stranger.
+
+        While a restart on another source waits for that source's keyframe, the AU at the
+        head is held until its twin instant from the restarting source is known: that
+        source's next AU (not a keyframe: send the held one), this source's next AU, or the
+        keyframe itself, which replaces the held AU when it came less than half a frame
+        spacing later (the same instant in another encoding: sending both would show it
+        twice). This costs at most one frame of latency, and only during such a switch."""
         found = self._find(src, au)
         if found is not None:
             self._matched(src, found, au)
             src.aus_dropped += 1
             return
         if src.pos >= self.head:
+            if hold and self._restart_waiting(index, src, now):
+                if src.held is not None:
+                    self._release(index, src, now, out)
+                src.held, src.held_at = au, now
+                return
             self._emit(index, src, au, now, out)
             return
         # Behind the stream, and the stream does not have this picture.
@@ -389,6 +423,42 @@ class Merger:
         src.mismatches += 1
         if src.mismatches >= MISMATCH_LIMIT:
             self._diverged(index, src)
+
+    def _restart_waiting(self, index: int, src: _Source, now: float) -> bool:
+        """Is a restart on another, delivering source waiting for its keyframe?"""
+        if self._spacing(src) <= 0:
+            return False
+        return any(
+            o.anchor_pending and now - o.last_au_at < ALIVE
+            for i, o in self._sources.items()
+            if i != index
+        )
+
+    def _release(self, index: int, src: _Source, now: float, out: Out) -> None:
+        """Send a source's held AU (unless a copy went out meanwhile), as of when it came: a
+        restart right after it continues the timeline by the wall time since then."""
+        au, src.held = src.held, None
+        if au is not None and src.located:
+            self._place(index, src, au, min(now, src.held_at), out, hold=False)
+
+    def _release_others(self, index: int, now: float, out: Out) -> None:
+        for i, other in list(self._sources.items()):
+            if i != index and other.held is not None:
+                self._release(i, other, now, out)
+
+    def _settle_held(self, index: int, now: float, out: Out) -> None:
+        """Source ``index`` restarts the stream at its keyframe, which arrived ``now``: a held
+        AU of another source that came less than half a frame spacing before shows the same
+        instant and is not sent; an older one goes out first."""
+        for i, other in list(self._sources.items()):
+            au = other.held
+            if i == index or au is None:
+                continue
+            if now - other.held_at < self._spacing(other) / self.clock_rate / 2:
+                other.held = None
+                other.aus_replaced += 1
+            else:
+                self._release(i, other, now, out)
 
     def _matched(self, src: _Source, i: int, au: AccessUnit) -> None:
         src.pos = i
@@ -443,6 +513,7 @@ class Merger:
             other.pos = -1
             other.unmatched = 0
             other.mismatches = 0
+            other.held = None
             self._drop_ring(other)
             if other.state is MergeState.ALIGNED:
                 other.state = MergeState.UNKNOWN
