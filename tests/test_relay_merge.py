@@ -403,3 +403,24 @@ def test_a_cancelled_anchor_restarts_nothing() -> None:
         out += push_all(m, 1, b.packets(n, cam_b[n]), n / FPS + 0.005)
     assert depacketized(h264.FORMAT, out) == cam_a  # no restart at B's keyframe (30)
     assert not m.anchoring(1) and m.stats(1)["sent"] == 0
+
+
+def test_a_source_taking_over_a_looping_scene_is_not_placed_a_loop_behind() -> None:
+    # The scene repeats its coded pictures every 2 s (a static scene a GOP later, a looping
+    # clip): B connects after A died and is alone. Matched to the same pictures sent a
+    # loop ago, every AU of it would be a copy and nothing would go out; it is restarted
+    # at its keyframe instead, and the stream goes on.
+    loop = h264_camera(50, seed=31, gop=10)
+    cam = loop * 4
+    a, b = Recorder(ssrc=1), Recorder(ssrc=2, seq=4000, ts=777)
+    m = merger()
+    out: list[bytearray] = []
+    for n in range(120):
+        out += push_all(m, 0, a.packets(n, cam[n]), n / FPS)
+    m.reset_source(1)
+    m.anchor(1)  # the feed fails over to B
+    for n in range(121, 200):
+        out += push_all(m, 1, b.packets(n, cam[n]), n / FPS)
+    got = depacketized(h264.FORMAT, out)
+    assert got[:120] == cam[:120]
+    assert got[120:] == cam[130:200]  # from B's first keyframe on, every picture once

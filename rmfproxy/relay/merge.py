@@ -81,6 +81,8 @@ ALIVE = 0.3
 """Seconds a located source counts as able to fill a gap after its last AU."""
 JUMP_SECONDS = 5.0
 """A source whose mapped time is further than this from the wall clock jumped."""
+MATCH_LAG = 1.5
+"""Seconds behind the head of the stream a source placing itself anew may be matched at."""
 OFFSET_GAIN = 0.1
 """How fast a source's timestamp offset follows its matched copies."""
 TIMING_GAIN = 0.1
@@ -361,6 +363,14 @@ class Merger:
         low = max(src.pos, self._floor) if src.state is MergeState.ALIGNED else self._floor
         if i is None or not low < i <= self.head:
             return None
+        if src.state is not MergeState.ALIGNED:
+            # A source placing itself anew: a picture sent long ago is not where it is but
+            # the same picture coded again (a static scene repeats its slices a GOP later, a
+            # looping clip a loop later). Placed there, it would follow the stream seconds
+            # behind and every picture of it would be a copy: nothing would go out.
+            lag = ts_diff(self.last_out_ts, self._out_ts_of(i)) / self.clock_rate
+            if lag > MATCH_LAG:
+                return None
         return i
 
     def _may_lead(self, index: int, src: _Source, now: float) -> bool:
