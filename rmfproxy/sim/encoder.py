@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import fractions
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ def _picture(i: int, w: int, h: int, base: np.ndarray, tint: tuple[int, int, int
     return img
 
 
+@functools.lru_cache(maxsize=32)
 def encode_clip(
     codec: Codec = "h264",
     *,
