@@ -685,6 +685,8 @@ class Feed:
                     mode=sb.mode.value,
                     failed=sb.failed_until > now,
                 )
+                if slot.index == pending and slot.index != self.active:
+                    self.pending = None  # its promotion failed: decide again
                 self._quiet(slot)
                 self._control(slot, self._demote(slot))
 
