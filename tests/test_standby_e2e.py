@@ -105,7 +105,11 @@ async def test_cold_standby_connects_only_on_failure() -> None:
             sim.recorders["r1"].kill()
             await asyncio.sleep(1.5)
             assert feed.source_name(feed.active) == "r2" and r2.sessions
-            assert feed.slots[1].standby_state is State.FLOWING
+            slot = feed.slots[1]
+            assert slot.standby_state is State.FLOWING
+            # Every byte on the connection counts: RTP plus its interleaving headers and the
+            # RTSP replies; the requests (OPTIONS, DESCRIBE, SETUP, PLAY) are sent bytes.
+            assert slot.wan_received > slot.bytes + 4 * slot.packets and slot.wan_sent > 200
             result = await reader
     assert_clean(result, stalls, 4.0)
 

@@ -147,6 +147,12 @@ class SourceSlot:
             return State.FLOWING if self.connected else State.DISCONNECTED
         return self.standby.state
 
+    @property
+    def flowing(self) -> bool:
+        """Its main stream is pulled (always for a hot source): its merge state is current
+        (a paused standby's is stale until its media flows again)."""
+        return not self.standby.on_demand or self.standby.state is State.FLOWING
+
     def available(self, now: float) -> bool:
         """A standby that can be promoted now (not one of another codec)."""
         sb = self.standby
@@ -578,7 +584,8 @@ class Feed:
         )
         if self.merger is not None:
             m = self.merger
-            if m.merge and m.aligned(decision.target) and self.active is not None:
+            flowing = self.slots[decision.target].flowing
+            if m.merge and m.aligned(decision.target) and self.active is not None and flowing:
                 self._switch(now)  # same pictures on the same timeline: nothing to wait for
             else:
                 self.merger.anchor(decision.target)
@@ -881,7 +888,11 @@ class Feed:
             and not merger.anchoring(pending.target)
             and (
                 merger.last_sender == pending.target
-                or (merger.merge and merger.aligned(pending.target))
+                or (
+                    merger.merge
+                    and merger.aligned(pending.target)
+                    and self.slots[pending.target].flowing
+                )
             )
         ):
             self._switch(now)  # restarted on it, or it turned out to carry the same AUs

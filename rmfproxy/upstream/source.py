@@ -442,6 +442,7 @@ class RtspSource:
             return False
         self._early = []  # media may come before the reply: held, delivered after it
         self._muted = False
+        self._paused_at = 0.0
         for pin in self._pins:
             pin.arm()
         try:
@@ -464,6 +465,8 @@ class RtspSource:
             return "lost"
         if not self.playing:
             return "paused"
+        self._muted = True  # what is still in flight is not wanted any more
+        self._paused_at = 0.0  # media in flight until the reply is not "after the PAUSE"
         try:
             resp = await self._request("PAUSE", url, check=False)
         except (Lost, TimeoutError) as exc:
@@ -471,9 +474,9 @@ class RtspSource:
             return "lost"
         if not 200 <= resp.status < 300:
             log.info("upstream.pause_refused", source=self.name, status=resp.status)
+            self._muted = False  # it plays on
             return "refused"
         self.playing = False
-        self._muted = True
         self._paused_at = time.monotonic()
         return "paused"
 
