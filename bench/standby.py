@@ -171,14 +171,17 @@ async def series(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         recorders: dict[str, SimRecorder | GstRecorder]
         if mode.endswith("-gst"):
             sim = await stack.enter_async_context(
-                SimCluster(SimSpec(recorders=[("camera", 0)], cameras=["cam"], seconds=8.0))
+                SimCluster(SimSpec(recorders=[("camera", 0)], cameras=["cam"], seconds=12.0))
             )
             gst = await stack.enter_async_context(restreamed(sim.url("camera", "cam"), "h264"))
             recorders = {"r1": gst["g1"], "r2": gst["g2"]}
             targets = {n: ("127.0.0.1", r.port) for n, r in recorders.items()}
             paths = {"main": "/cam", "sub": None}
         else:
-            sims = await stack.enter_async_context(sim_recorders(25, 8.0))
+            # Clips longer than the merger's history (256 AUs): a looping clip repeats its
+            # pictures, and a promoted source ahead of the stream would be matched to the
+            # previous loop's copies (see the report of 2026-11-26).
+            sims = await stack.enter_async_context(sim_recorders(25, 12.0))
             recorders = dict(sims)
             targets = {n: ("127.0.0.1", r.port) for n, r in sims.items()}
             paths = {"main": "/cam", "sub": "/cam_sub"}

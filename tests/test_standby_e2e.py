@@ -24,6 +24,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
 FPS = 25
 GOP = 25
+SECONDS = 11.0
+"""The simulated clip's length: longer than the merger's history (256 AUs), so a promoted
+standby whose first keyframe is newer than the stream's head cannot be matched to the
+copy of that picture one loop earlier (which would drop its pictures as copies)."""
 MAX_GAP = 0.6
 """Seconds: detection (~0.15 s for a kill: the TCP close is immediate) + PLAY round trip +
 the recorder's first keyframe (its buffered GOP is sent at once) + a loaded CI box."""
@@ -62,7 +66,10 @@ async def standing_by(sim: SimCluster, proxy: Proxy, seconds: float) -> tuple[fl
 async def test_warm_standby_pauses_takes_over_and_pauses_again() -> None:
     camera = {"failback_hold": 1.0}
     options = {"r2": {"standby": "warm"}}
-    async with relay("h264", gop=GOP, camera=camera, source_options=options) as (sim, proxy):
+    async with relay("h264", gop=GOP, camera=camera, source_options=options, seconds=SECONDS) as (
+        sim,
+        proxy,
+    ):
         feed = proxy.feeds["lobby"]
         async with LoopStalls() as stalls:
             reader = asyncio.create_task(
@@ -91,7 +98,7 @@ async def test_warm_standby_pauses_takes_over_and_pauses_again() -> None:
 
 async def test_cold_standby_connects_only_on_failure() -> None:
     options = {"r2": {"standby": "cold"}}
-    async with relay("h264", gop=GOP, source_options=options) as (sim, proxy):
+    async with relay("h264", gop=GOP, source_options=options, seconds=SECONDS) as (sim, proxy):
         feed = proxy.feeds["lobby"]
         r2 = sim.recorders["r2"].server
         async with LoopStalls() as stalls:
