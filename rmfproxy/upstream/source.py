@@ -77,6 +77,9 @@ MAX_KEEPALIVE_INTERVAL = 30.0
 """Keepalives also probe a half-open TCP connection, so never wait longer than this."""
 EARLY_PACKETS = 512
 """Packets held back between the PLAY reply on the wire and ``on_connected``."""
+STANDBY_KEEPALIVE = 10.0
+"""Longest keepalive interval of a session without media (paused or set up only): a dead
+recorder is noticed within this plus ``request_timeout`` (about 100 bytes each way)."""
 PAUSE_GRACE = 1.0
 """Seconds after a PAUSE reply within which media still in flight is expected; RTP later
 than that means the server ignored the PAUSE (``pause_ignored``)."""
@@ -689,9 +692,11 @@ class RtspSource:
             conn.lose("redirect")
 
     async def _keepalive(self, conn: _Conn, interval: float, method: str, url: str) -> None:
-        """Keep the session alive (RFC 2326 §12.37) and probe the server for replies."""
+        """Keep the session alive (RFC 2326 §12.37) and probe the server for replies. A
+        session without media (a warm standby) is probed at least every
+        ``STANDBY_KEEPALIVE`` seconds: its keepalives are all that tells the recorder is up."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval if self.playing else min(interval, STANDBY_KEEPALIVE))
             try:
                 resp = await self._request(method, url, check=False)
             except (TimeoutError, Lost):
