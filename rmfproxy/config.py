@@ -183,8 +183,22 @@ class SourceConfig(_Credentials):
     (default: the system's CAs)."""
     tls_verify: bool = True
     """``rtsps://`` only: false accepts any certificate (encrypted, but unauthenticated)."""
+    standby: Literal["hot", "warm", "cold"] = "hot"
+    """How the source is pulled while the feed is not relaying it (nor about to): ``hot``
+    pulled all the time; ``warm`` an RTSP session kept alive without media (set up, paused),
+    or the low-rate ``standby_url`` pulled instead; ``cold`` not connected at all."""
+    standby_url: str | None = None
+    """``warm`` only: a low-rate sub-stream of the same recorder, pulled while standing by."""
 
-    @field_validator("url", "replay_url")
+    @model_validator(mode="after")
+    def _standby_url_needs_warm(self) -> SourceConfig:
+        if self.standby_url is not None and self.standby != "warm":
+            raise ValueError(
+                f"standby_url is only used with standby: warm (this source is {self.standby})"
+            )
+        return self
+
+    @field_validator("url", "replay_url", "standby_url")
     @classmethod
     def _rtsp_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -243,6 +257,17 @@ class CameraConfig(_Model):
     pending: bool = False
     """Imported while none of its sources answered (``rmfproxy consolidate --probe``): relayed
     like any camera, listed by ``rmfproxy plan`` until the flag is removed."""
+
+    @model_validator(mode="after")
+    def _primary_not_cold(self) -> CameraConfig:
+        # A cold source's health is unknown until it is needed: the primary would never be
+        # failed back to. Warm keeps a session (its state says whether the recorder is up).
+        if self.sources and self.sources[0].standby == "cold":
+            raise ValueError(
+                "sources[0].standby: the first source (the primary) cannot be cold: failback "
+                "needs to know when it is back; use warm (a session kept alive, no media)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> CameraConfig:

@@ -20,12 +20,15 @@ async def relay(
     camera: dict[str, Any] | None = None,
     api: dict[str, Any] | None = None,
     archive: dict[str, Any] | None = None,
+    source_options: dict[str, dict[str, Any]] | None = None,
     **spec: Any,
 ) -> AsyncIterator[tuple[SimCluster, Proxy]]:
     """Two simulated recorders serving ``cameras`` and a proxy relaying them (r1 primary).
 
-    ``archive`` is the config's ``archive`` section (e.g. ``{"journal": tmp_path / "j"}``).
+    ``archive`` is the config's ``archive`` section (e.g. ``{"journal": tmp_path / "j"}``);
+    ``source_options``: more keys per source, by recorder (e.g. ``{"r2": {"standby": "warm"}}``).
     """
+    more = source_options or {}
     sim_spec = SimSpec(recorders=[("r1", 0), ("r2", 0)], cameras=list(cameras), codec=codec, **spec)
     async with SimCluster(sim_spec) as sim:
         cfg = parse_config(
@@ -36,8 +39,8 @@ async def relay(
                 "cameras": {
                     cam: {
                         "sources": [
-                            {"url": sim.url("r1", cam), "name": "r1"},
-                            {"url": sim.url("r2", cam), "name": "r2"},
+                            {"url": sim.url("r1", cam), "name": "r1", **more.get("r1", {})},
+                            {"url": sim.url("r2", cam), "name": "r2", **more.get("r2", {})},
                         ],
                         **(camera or {}),
                     }

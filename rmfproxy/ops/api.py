@@ -117,6 +117,14 @@ def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> di
                 "gop_age_s": None if age is None else round(age, 3),
                 "last_loss_reasons": slot.lost_reasons[-5:],
                 "merge": slot.merge_state.value if feed.merger else None,
+                "standby": {
+                    "mode": slot.standby.mode.value,
+                    "state": slot.standby_state.value,
+                    "substream": slot.standby.substream,
+                    "pause_supported": slot.standby.pause_supported,
+                    "promotions": slot.standby.promotions,
+                },
+                "wan_bytes": {"received": slot.wan_received, "sent": slot.wan_sent},
                 "access_units": feed.merger.stats(slot.index) if feed.merger else None,
                 "thumbnail": f"/api/v1/cameras/{cam}/sources/{slot.name}/thumbnail.jpg",
             }

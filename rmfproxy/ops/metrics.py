@@ -35,6 +35,8 @@ from prometheus_client.registry import Collector
 
 import rmfproxy
 from rmfproxy.relay.merge import MergeState
+from rmfproxy.relay.standby import Mode
+from rmfproxy.relay.standby import State as StandbyState
 
 if TYPE_CHECKING:
     from rmfproxy.relay.feed import Feed, SwitchRecord
@@ -185,6 +187,31 @@ class _FeedCollector(Collector):
             "Round trip of the source's RTSP requests (fastest recent one).",
             labels=cs,
         )
+        wan = CounterMetricFamily(
+            "rmfproxy_source_wan_bytes",
+            "Bytes on the source's connections to its recorder (RTSP TCP connection and RTP/"
+            "RTCP UDP sockets; signalling, keepalives and a warm source's sub-stream included), "
+            "by direction: received, sent.",
+            labels=[*cs, "direction"],
+        )
+        standby_mode = GaugeMetricFamily(
+            "rmfproxy_source_standby_mode",
+            "1 for the source's configured standby mode: hot, warm or cold.",
+            labels=[*cs, "mode"],
+        )
+        standby_state = GaugeMetricFamily(
+            "rmfproxy_source_standby_state",
+            "1 for what the source's connection does now: flowing (main stream pulled), "
+            "starting (promoted, no media yet), paused (warm: session kept, no media), "
+            "substream (warm: the low-rate standby_url pulled), disconnected.",
+            labels=[*cs, "state"],
+        )
+        promotions = CounterMetricFamily(
+            "rmfproxy_source_standby_promotions",
+            "Times a warm or cold source was promoted (PLAYed or connected) because the "
+            "camera needed it.",
+            labels=cs,
+        )
         for cam, feed in self.proxy.feeds.items():
             now = feed.clock()
             n_healthy = 0
@@ -208,6 +235,15 @@ class _FeedCollector(Collector):
                 path_stalls.add_metric(lv, slot.heartbeat.stalls())
                 if slot.heartbeat.rtt is not None:
                     rtt.add_metric(lv, slot.heartbeat.rtt)
+                wan.add_metric([*lv, "received"], slot.wan_received)
+                wan.add_metric([*lv, "sent"], slot.wan_sent)
+                for mode in Mode:
+                    on = slot.standby.mode is mode
+                    standby_mode.add_metric([*lv, mode.value], 1.0 if on else 0.0)
+                state = slot.standby_state
+                for st_sb in StandbyState:
+                    standby_state.add_metric([*lv, st_sb.value], 1.0 if state is st_sb else 0.0)
+                promotions.add_metric(lv, slot.standby.promotions)
                 if feed.merger is not None:
                     for st in MergeState:
                         merge.add_metric([*lv, st.value], 1.0 if slot.merge_state is st else 0.0)
@@ -228,6 +264,7 @@ class _FeedCollector(Collector):
         yield from (up, healthy, active, pkts, octets, frames, lost, dropped, bitrate)
         yield from (reconnects, gop, clients, sent, slow, outage, healthy_n, incompatible, manual)
         yield from (merge, aus, delivering, stalls, rejected)
+        yield from (wan, standby_mode, standby_state, promotions)
 
 
 class _ArchiveCollector(Collector):

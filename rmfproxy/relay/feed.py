@@ -13,6 +13,13 @@ the hold-down time and then switches the same way, at a keyframe.
 
 The client-facing SDP is fixed by the first source that connects; a source
 whose tracks differ from it is never switched to (logged, counted).
+
+Standby modes (:mod:`rmfproxy.relay.standby`): a ``warm`` or ``cold`` source is pulled
+only while it is the active source or the target of a pending switch. The feed passes
+the policy which of them are available on demand, promotes the one it chooses (PLAY,
+or connect) and switches to it as to any source, at its first keyframe (or at once if
+the merger finds it carries the stream's pictures); every other one is demoted again
+(PAUSE, sub-stream, or TEARDOWN) once the feed no longer relays it.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -37,6 +45,7 @@ from rmfproxy.relay.health import Heartbeat
 from rmfproxy.relay.merge import Merger, MergeState
 from rmfproxy.relay.policy import Decision, Reason, SwitchPolicy
 from rmfproxy.relay.rewriter import Rewriter
+from rmfproxy.relay.standby import Action, Mode, Standby, State
 from rmfproxy.rtp import h264, h265, rtcp
 from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.rtsp.sdp import SessionDescription
@@ -110,6 +119,51 @@ class SourceSlot:
     lost_reasons: list[str] = field(default_factory=list)
     merge_state: MergeState = MergeState.UNKNOWN
     """Whether it carries the same pictures as the outbound stream (observed)."""
+    standby: Standby = field(default_factory=Standby)
+    """Its standby mode and connection state (hot unless configured)."""
+    sub: RtspSource | None = None
+    """Warm with ``standby_url``: the sub-stream pulled while standing by."""
+    sub_heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    sub_last_ts: int | None = None
+    described: bool = False
+    """A session told its SDP (compatibility is known)."""
+
+    @property
+    def wan_received(self) -> int:
+        """Bytes received from the recorder, main stream and sub-stream, signalling too."""
+        subs = self.sub.stats.wan_received if self.sub else 0
+        return (self.source.stats.wan_received if self.source else 0) + subs
+
+    @property
+    def wan_sent(self) -> int:
+        """Bytes sent to the recorder (requests, keepalives, receiver reports)."""
+        subs = self.sub.stats.wan_sent if self.sub else 0
+        return (self.source.stats.wan_sent if self.source else 0) + subs
+
+    @property
+    def standby_state(self) -> State:
+        """What its connection does now (a hot source flows while connected)."""
+        if self.standby.mode is Mode.HOT:
+            return State.FLOWING if self.connected else State.DISCONNECTED
+        return self.standby.state
+
+    @property
+    def flowing(self) -> bool:
+        """Its main stream is pulled (always for a hot source): its merge state is current
+        (a paused standby's is stale until its media flows again)."""
+        return not self.standby.on_demand or self.standby.state is State.FLOWING
+
+    def available(self, now: float) -> bool:
+        """A standby that can be promoted now (not one of another codec)."""
+        sb = self.standby
+        if sb.mode is Mode.HOT or (self.described and not self.compatible):
+            return False
+        alive = sb.substream and sb.state is State.SUBSTREAM and self._sub_alive(now)
+        return sb.available(now, alive)
+
+    def _sub_alive(self, now: float) -> bool:
+        hb = self.sub_heartbeat
+        return hb.last_packet is not None and not hb.overdue(now)
 
     def healthy(self, now: float) -> bool:
         """Connected, compatible, and delivering RTP within its heartbeat budget."""
@@ -140,8 +194,53 @@ class _Listener:
     def on_lost(self, reason: str) -> None:
         self.feed._on_lost(self.index, reason)
 
+    def on_ready(self, sdp: SessionDescription) -> None:
+        self.feed._on_ready(self.index, sdp)
+
+
+class _SubListener:
+    """A warm source's sub-stream: liveness only (its media is counted, never relayed)."""
+
+    __slots__ = ("feed", "index")
+
+    def __init__(self, feed: Feed, index: int) -> None:
+        self.feed = feed
+        self.index = index
+
+    def on_connected(self, sdp: SessionDescription) -> None:
+        slot = self.feed.slots[self.index]
+        slot.sub_heartbeat.reset()
+        slot.sub_last_ts = None
+        slot.standby.on_substream(True)
+        log.info("feed.substream_connected", camera=self.feed.camera, source=slot.name)
+
+    def on_packet(self, track: int, rtcp: bool, data: bytearray) -> None:
+        if rtcp or len(data) < 12:
+            return
+        slot = self.feed.slots[self.index]
+        ts = int.from_bytes(data[4:8], "big")
+        if ts != slot.sub_last_ts:
+            slot.sub_last_ts = ts
+            slot.sub_heartbeat.on_frame(self.feed.clock())
+        else:
+            slot.sub_heartbeat.on_packet(self.feed.clock())
+
+    def on_lost(self, reason: str) -> None:
+        slot = self.feed.slots[self.index]
+        slot.standby.on_substream(False)
+        log.warning("feed.substream_lost", camera=self.feed.camera, source=slot.name, reason=reason)
+
 
 SourceFactory = Callable[[int, _Listener], tuple[str, RtspSource]]
+
+
+@dataclass(frozen=True)
+class StandbySpec:
+    """How one source stands by (see :mod:`rmfproxy.relay.standby`)."""
+
+    mode: Mode = Mode.HOT
+    make_substream: Callable[[_SubListener], RtspSource] | None = None
+    """Warm only: builds the source of the sub-stream (``standby_url``)."""
 
 
 class Feed:
@@ -160,6 +259,7 @@ class Feed:
         hitless: bool = True,
         outage_limit: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        standby: Sequence[StandbySpec] | None = None,
     ) -> None:
         self.camera = camera
         self.hitless = hitless
@@ -177,6 +277,23 @@ class Feed:
             name, src = make_source(i, _Listener(self, i))
             self.slots[i].name = name
             self.slots[i].source = src
+        self._on_demand = False
+        """Some source is warm or cold (the standby runner is needed)."""
+        for i, spec in enumerate(standby or []):
+            slot = self.slots[i]
+            sub = spec.make_substream if spec.mode is Mode.WARM else None
+            slot.standby = Standby(spec.mode, substream=sub is not None)
+            slot.sub_heartbeat = Heartbeat(stall_floor, stall_ceiling)
+            if sub is not None:
+                slot.sub = sub(_SubListener(self, i))
+            if spec.mode is not Mode.HOT:
+                self._on_demand = True
+                assert slot.source is not None
+                slot.source.autoplay = False  # warm: set up, no PLAY; cold: not started
+        self._runs: dict[tuple[int, bool], asyncio.Task[None]] = {}
+        """Source loops started on demand: (slot, sub-stream?) -> task."""
+        self._controls: dict[int, asyncio.Task[None]] = {}
+        """The promotion or demotion under way per slot (one at a time)."""
         self.policy = SwitchPolicy(count, failback_hold)
         self.active: int | None = None
         self.pending: Decision | None = None
@@ -264,6 +381,13 @@ class Feed:
         """Start pulling every source, the health checks and the sender reports."""
         for slot in self.slots:
             assert slot.source is not None
+            sb = slot.standby
+            if sb.mode is not Mode.HOT:
+                if sb.substream:
+                    self._start_run(slot, sub=True)
+                elif sb.mode is Mode.WARM:
+                    self._start_run(slot, sub=False)
+                continue  # cold: nothing until the feed needs it
             self._tasks.append(
                 asyncio.create_task(slot.source.run(), name=f"source-{self.camera}-{slot.name}")
             )
@@ -272,12 +396,17 @@ class Feed:
 
     async def stop(self) -> None:
         """Stop every source and drop every client."""
-        for t in self._tasks:
+        extra = [*self._controls.values(), *self._runs.values()]
+        for t in [*self._tasks, *extra]:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if extra:
+            await asyncio.wait(extra)
         self._tasks.clear()
+        self._controls.clear()
+        self._runs.clear()
         if self.fanout is not None:
             self.fanout.close_all("feed-stopped")
 
@@ -317,10 +446,23 @@ class Feed:
             )
             return
         log.info("feed.source_connected", camera=self.camera, source=slot.name)
+        if slot.standby.on_demand:
+            slot.standby.on_playing(self.clock())
+            if self.pending is not None and self.pending.target == index and self.merger:
+                self.merger.anchor(index)  # reset_source forgot the anchor of the promotion
+
+    def _on_ready(self, index: int, sdp: SessionDescription) -> None:
+        """A warm source's session is set up without media (READY)."""
+        self._on_connected(index, sdp)
+        slot = self.slots[index]
+        slot.standby.on_ready()
+        self._reconcile(self.clock())
 
     def _on_lost(self, index: int, reason: str) -> None:
         slot = self.slots[index]
         slot.connected = False
+        if slot.standby.on_demand:
+            slot.standby.on_lost(self.clock())
         slot.gop.clear()
         slot.lost_reasons = [*slot.lost_reasons[-9:], reason]
         log.warning("feed.source_lost", camera=self.camera, source=slot.name, reason=reason)
@@ -413,9 +555,11 @@ class Feed:
     def _evaluate(self, now: float) -> None:
         healthy = [s.healthy(now) for s in self.slots]
         self._check_outage(now, any(healthy))
-        decision = self.policy.decide(now, healthy, self.active)
+        available = [s.available(now) for s in self.slots] if self._on_demand else None
+        decision = self.policy.decide(now, healthy, self.active, available)
         if decision is None:
-            if self.pending is not None and not healthy[self.pending.target]:
+            target = self.pending.target if self.pending is not None else None
+            if target is not None and not (healthy[target] or (available and available[target])):
                 self._drop_pending()  # the chosen standby failed too; decide again next tick
             elif (
                 self.pending is not None
@@ -424,8 +568,12 @@ class Feed:
                 and self.pending.reason is Reason.FAILOVER
             ):
                 self._drop_pending()  # the active source recovered before the switch
+            if self._on_demand:
+                self._reconcile(now)
             return
         if self.pending is not None and self.pending.target == decision.target:
+            if self._on_demand:
+                self._reconcile(now)
             return
         self._drop_pending()
         self.pending = decision
@@ -445,10 +593,13 @@ class Feed:
         )
         if self.merger is not None:
             m = self.merger
-            if m.merge and m.aligned(decision.target) and self.active is not None:
+            flowing = self.slots[decision.target].flowing
+            if m.merge and m.aligned(decision.target) and self.active is not None and flowing:
                 self._switch(now)  # same pictures on the same timeline: nothing to wait for
             else:
                 self.merger.anchor(decision.target)
+        if self._on_demand:
+            self._reconcile(now)
 
     def _drop_pending(self) -> None:
         """Forget the planned switch, and the merger's restart at its target's keyframe with
@@ -519,6 +670,152 @@ class Feed:
         )
         for callback in self.on_switch:
             callback(self, rec)
+        if self._on_demand:
+            self._reconcile(now)  # the old source stands by again
+
+    # standby -----------------------------------------------------------------
+
+    def _reconcile(self, now: float) -> None:
+        """Promote the warm/cold source the feed needs, demote the ones it does not."""
+        pending = self.pending.target if self.pending is not None else None
+        for slot in self.slots:
+            sb = slot.standby
+            if sb.mode is Mode.HOT or slot.index in self._controls:
+                continue
+            src = slot.source
+            assert src is not None
+            wanted = slot.index in (self.active, pending)
+            if sb.mode is Mode.WARM and not sb.substream:
+                src.autoplay = wanted  # what a session set up on its own after a loss does
+                if sb.state is State.PAUSED and src.pause_ignored and sb.pause_supported:
+                    self._pause_unsupported(slot, "media-after-pause")
+                    self._control(slot, self._park(slot))
+                    continue
+            running = (slot.index, False) in self._runs
+            action = sb.plan(wanted, now, running)
+            if action is Action.PROMOTE:
+                sb.on_promote(now)
+                log.info(
+                    "feed.standby_promoted",
+                    camera=self.camera,
+                    source=slot.name,
+                    mode=sb.mode.value,
+                )
+                self._control(slot, self._promote(slot))
+            elif action is Action.DEMOTE:
+                log.info(
+                    "feed.standby_demoted",
+                    camera=self.camera,
+                    source=slot.name,
+                    mode=sb.mode.value,
+                    failed=sb.failed_until > now,
+                )
+                if slot.index == pending and slot.index != self.active:
+                    self._drop_pending()  # its promotion failed: decide again
+                self._quiet(slot)
+                self._control(slot, self._demote(slot))
+
+    def _control(self, slot: SourceSlot, work: Any) -> None:
+        task = asyncio.create_task(work, name=f"standby-{self.camera}-{slot.name}")
+        self._controls[slot.index] = task
+
+        def done(t: asyncio.Task[None], index: int = slot.index) -> None:
+            if self._controls.get(index) is t:
+                del self._controls[index]
+            if not t.cancelled() and t.exception() is not None:
+                log.error(
+                    "feed.standby_error",
+                    camera=self.camera,
+                    source=self.slots[index].name,
+                    error=repr(t.exception())[:200],
+                )
+
+        task.add_done_callback(done)
+
+    def _start_run(self, slot: SourceSlot, *, sub: bool) -> None:
+        src = slot.sub if sub else slot.source
+        assert src is not None
+        key = (slot.index, sub)
+        if key in self._runs:
+            return
+        task = asyncio.create_task(src.run(), name=f"source-{self.camera}-{slot.name}")
+        self._runs[key] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._runs.get(key) is t:
+                del self._runs[key]
+
+        task.add_done_callback(done)
+
+    async def _stop_run(self, slot: SourceSlot, *, sub: bool) -> None:
+        src = slot.sub if sub else slot.source
+        assert src is not None
+        await src.aclose()  # TEARDOWN (at most 0.5 s), then the loop ends
+        task = self._runs.pop((slot.index, sub), None)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _promote(self, slot: SourceSlot) -> None:
+        sb, src = slot.standby, slot.source
+        assert src is not None
+        src.autoplay = True
+        if sb.mode is Mode.WARM and not sb.substream:
+            if not await src.resume():
+                log.info("feed.standby_resume_failed", camera=self.camera, source=slot.name)
+            return
+        if sb.substream:
+            await self._stop_run(slot, sub=True)
+            sb.state = State.STARTING  # the sub-stream's end must not count as a loss
+        self._start_run(slot, sub=False)
+
+    async def _demote(self, slot: SourceSlot) -> None:
+        sb, src = slot.standby, slot.source
+        assert src is not None
+        src.autoplay = False
+        if sb.mode is Mode.WARM and not sb.substream:
+            if not sb.pause_supported:
+                await self._park(slot)
+                return
+            result = await src.pause()
+            if result == "paused":
+                sb.on_ready()
+            elif result == "refused":
+                self._pause_unsupported(slot, "pause-refused")
+                await self._park(slot)
+            else:
+                sb.on_demoted()
+            return
+        await self._stop_run(slot, sub=False)
+        slot.connected = False
+        sb.on_demoted()
+        if sb.substream:
+            self._start_run(slot, sub=True)
+
+    async def _park(self, slot: SourceSlot) -> None:
+        assert slot.source is not None
+        slot.standby.on_demoted()
+        slot.connected = False
+        self._quiet(slot)
+        await slot.source.park()  # the new session reports on_ready
+
+    def _pause_unsupported(self, slot: SourceSlot, why: str) -> None:
+        slot.standby.pause_supported = False
+        log.warning(  # once per source: from now on it is parked (TEARDOWN + SETUP)
+            "feed.pause_unsupported", camera=self.camera, source=slot.name, reason=why
+        )
+
+    def _quiet(self, slot: SourceSlot) -> None:
+        """A source stops flowing on purpose: forget its arrivals and its place in the
+        merged stream (it must locate itself again when promoted)."""
+        slot.heartbeat.reset()
+        slot.gop.clear()
+        slot.last_video_ts = None
+        slot.last_seq = [None] * len(slot.last_seq)
+        if self.merger is not None and slot.index != self.active:
+            sdp_params = self.merger.parameter_sets(slot.index)
+            self.merger.reset_source(slot.index, sdp_params if slot.compatible else None)
+            self._drain_merge_events()
 
     # packets -----------------------------------------------------------------
 
@@ -527,6 +824,8 @@ class Feed:
             return  # the proxy sends its own sender reports (see _send_reports)
         slot = self.slots[index]
         now = self.clock()
+        if slot.standby.state is State.STARTING:
+            slot.standby.on_media()
         slot.packets += 1
         slot.bytes += len(data)
         if track >= len(self._rewriters) or len(data) < 12 or data[0] >> 6 != 2:
@@ -607,7 +906,11 @@ class Feed:
             and not merger.anchoring(pending.target)
             and (
                 merger.last_sender == pending.target
-                or (merger.merge and merger.aligned(pending.target))
+                or (
+                    merger.merge
+                    and merger.aligned(pending.target)
+                    and self.slots[pending.target].flowing
+                )
             )
         ):
             self._switch(now)  # restarted on it, or it turned out to carry the same AUs

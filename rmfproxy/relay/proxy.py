@@ -28,7 +28,8 @@ from rmfproxy.manage.revisions import (
 from rmfproxy.manage.sync import PeerFollower, SyncCollector
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.metrics import ProxyMetrics
-from rmfproxy.relay.feed import Feed, _Listener
+from rmfproxy.relay.feed import Feed, StandbySpec, _Listener, _SubListener
+from rmfproxy.relay.standby import Mode
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
 from rmfproxy.serve.limits import ServeLimits
@@ -236,10 +237,32 @@ class Proxy:
                 tls=self._source_tls(src),
             )
 
+        def standby(index: int) -> StandbySpec:
+            src = cam.sources[index]
+            sub_url = src.standby_url
+            if sub_url is None:
+                return StandbySpec(Mode(src.standby))
+            name = f"{cam_id}/{cam.source_name(index)}/standby"
+
+            def make_sub(listener: _SubListener) -> RtspSource:
+                secret = src.resolve_password()
+                return RtspSource(
+                    sub_url,
+                    listener,
+                    transport=src.transport,
+                    username=src.username,
+                    password=secret.value if secret else None,
+                    name=name,
+                    local_ports=self.local_ports,
+                )
+
+            return StandbySpec(Mode(src.standby), make_sub)
+
         return Feed(
             cam_id,
             make,
             len(cam.sources),
+            standby=[standby(i) for i in range(len(cam.sources))],
             stall_floor=cam.stall_timeout,
             stall_ceiling=cam.stall_timeout_max,
             stall_overrides=[s.stall_timeout for s in cam.sources],

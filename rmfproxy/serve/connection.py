@@ -817,6 +817,14 @@ class RtspConnection(asyncio.Protocol):
         session = self._session_for(req)
         if session is None:
             raise RequestError(454, "PAUSE needs a session")
+        quirk = self.server.fault_pause if not isinstance(session.stream, ReplayStream) else ""
+        if quirk == "refuse":
+            raise RequestError(501, "PAUSE is not supported on live streams")
+        if quirk == "ignore":
+            headers["Session"] = SessionHeader(session.id, session.timeout).serialize()
+            return Response(200, headers=headers)  # and the media goes on
+        # A live session stops getting media (its sink is detached) and keeps its tracks;
+        # PLAY attaches a new sink, which starts at the buffered GOP (RFC 2326 §10.6).
         if session.sink is not None:
             session.stream.detach(session.sink)
             session.sink = None

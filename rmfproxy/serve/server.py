@@ -112,6 +112,9 @@ class RtspServer:
         """Refusals per (client address, event, detail, level): one line per interval."""
         self.fault_stall_rtsp = False
         """Simulator fault: read requests and never answer them."""
+        self.fault_pause = ""
+        """Simulator quirk of live sessions: ``refuse`` PAUSE (501) or ``ignore`` it (200,
+        media goes on), as recorders without live PAUSE do; empty: PAUSE stops the media."""
         self._registered_ports: tuple[int, ...] = ()
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None

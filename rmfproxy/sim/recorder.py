@@ -144,6 +144,13 @@ class SimRecorder:
         log.info("sim.fault", recorder=self.name, fault="stall" if on else "unstall")
         self.server.fault_stall_rtsp = on
 
+    def pause_quirk(self, quirk: str) -> None:
+        """Behave as a recorder without live PAUSE: ``refuse`` (501) or ``ignore`` it (200,
+        media goes on); ``""``: honour it (media stops until PLAY)."""
+        if quirk not in ("", "refuse", "ignore"):
+            raise ValueError(f"unknown PAUSE quirk {quirk!r}; known: refuse, ignore")
+        self.server.fault_pause = quirk
+
     def set_delay(self, delay: float, jitter: float = 0.0) -> None:
         """Delay every frame by ``delay`` plus up to ``jitter`` seconds."""
         self.faults.delay, self.faults.jitter = delay, jitter

@@ -17,6 +17,14 @@ interleaved frame (a fresh ``bytearray``) straight to the listener; no other per
 object, no per-packet log line. Packets that arrive before PLAY has been answered are
 held back (a bounded list) and delivered right after ``on_connected``.
 
+Standby (see :mod:`rmfproxy.relay.standby`). With ``autoplay`` off a session stops after
+SETUP, in READY (§A.1): no media flows, keepalives keep it alive, the listener hears
+``on_ready(sdp)``. :meth:`RtspSource.resume` PLAYs it (§10.5; after a PAUSE this resumes),
+:meth:`RtspSource.pause` PAUSEs a playing one (§10.6: back to READY), and
+:meth:`RtspSource.park` ends the session with TEARDOWN and sets a new one up without PLAY
+(for a recorder that refuses PAUSE). ``stats.wan_received``/``wan_sent`` count every byte
+on the session's TCP connection and UDP sockets, signalling and keepalives included.
+
 A session ends at the first of: TCP close or error, RTCP BYE (over UDP only from the
 recorder's pinned address and port, naming the track's SSRC: see ``udp_pin``), an RTSP
 request that gets no reply within ``request_timeout``, a failed keepalive, an error
@@ -71,6 +79,14 @@ MAX_KEEPALIVE_INTERVAL = 30.0
 """Keepalives also probe a half-open TCP connection, so never wait longer than this."""
 EARLY_PACKETS = 512
 """Packets held back between the PLAY reply on the wire and ``on_connected``."""
+STANDBY_KEEPALIVE = 10.0
+"""Longest keepalive interval of a session without media (paused or set up only): a dead
+recorder is noticed within this plus ``request_timeout`` (about 100 bytes each way)."""
+PAUSE_GRACE = 1.0
+"""Seconds after a PAUSE reply within which media still in flight is expected; RTP later
+than that means the server ignored the PAUSE (``pause_ignored``)."""
+PARKED = "parked"
+"""The reason a session ends when :meth:`RtspSource.park` replaces it (not reported)."""
 REJECT_LOG_INTERVAL = 10.0
 """At most one log line per source per this many seconds about rejected datagrams."""
 RTT_SAMPLES = 8
@@ -91,6 +107,13 @@ class SourceListener(Protocol):
 
     def on_lost(self, reason: str) -> None:
         """The session ended (or never started); a reconnect follows after a backoff delay."""
+
+
+class StandbyListener(SourceListener, Protocol):
+    """A listener of a source that may be set up without playing (``autoplay`` off)."""
+
+    def on_ready(self, sdp: SessionDescription) -> None:
+        """SETUP succeeded and the session waits in READY without media (no PLAY sent)."""
 
 
 class Lost(Exception):
@@ -129,6 +152,14 @@ class SourceStats:
         """The path's round trip as the fastest recent request saw it (None before one)."""
         return min(self.round_trips) if self.round_trips else None
 
+    wan_received: int = 0
+    """Bytes received on the session's TCP connection and UDP sockets (RTSP, RTP, RTCP;
+    after TLS decryption; IP/TCP/UDP headers not counted), over every session."""
+    wan_sent: int = 0
+    """Bytes sent on them (requests, keepalives, receiver reports)."""
+    muted_packets: int = 0
+    """RTP packets received while the session was paused or parked (dropped)."""
+
 
 class _Conn(asyncio.Protocol):
     """The RTSP connection: responses to waiting futures, frames to the source."""
@@ -145,6 +176,7 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self.source.stats.wan_received += len(data)
         self.parser.feed(data)  # interleaved frames are delivered from in here
         while (ev := self.parser.next_event()) is not None:
             if isinstance(ev, Response):
@@ -173,6 +205,7 @@ class _Conn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Send bytes unless the connection is already gone."""
         if self.transport is not None and not self.transport.is_closing():
+            self.source.stats.wan_sent += len(data)
             self.transport.write(data)
 
 
@@ -188,6 +221,7 @@ class _Udp(asyncio.DatagramProtocol):
         SETUP reply; until then every datagram is rejected)."""
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.source.stats.wan_received += len(data)
         pin = self.pin
         if pin is None:
             verdict = Verdict.FOREIGN_SENDER
@@ -222,6 +256,7 @@ class RtspSource:
         user_agent: str = "rmfproxy",
         local_ports: localports.LocalPorts | None = None,
         tls: ssl.SSLContext | None = None,
+        autoplay: bool = True,
     ) -> None:
         """``tls``: the client context of an ``rtsps://`` URL (default: verify against
         the system's CAs, :func:`rmfproxy.tls.client_context`)."""
@@ -240,6 +275,13 @@ class RtspSource:
         self.backoff = backoff if backoff is not None else Backoff()
         self.user_agent = user_agent
         self.stats = SourceStats()
+        self.autoplay = autoplay
+        """PLAY every session it sets up (False: leave it in READY, a warm standby; set by
+        :meth:`resume`, :meth:`pause` and :meth:`park` for the sessions that follow)."""
+        self.playing = False
+        """The current session is playing (PLAY answered, no PAUSE since)."""
+        self.pause_ignored = False
+        """The server kept sending media more than ``PAUSE_GRACE`` after a PAUSE reply."""
         self._user = username if username is not None else url_user
         self._password = password if password is not None else (url_password or "")
         self._host, self._port = host_port(clean)
@@ -251,6 +293,9 @@ class RtspSource:
         self._cseq = 0
         self._session: SessionHeader | None = None
         self._play_url: str | None = None
+        self._sdp: SessionDescription | None = None
+        self._muted = False
+        self._paused_at = 0.0
         self._channels: list[tuple[int, bool] | None] = [None] * 256
         self._udp: list[asyncio.DatagramTransport] = []
         self._udp_ports: list[int] = []
@@ -291,12 +336,15 @@ class RtspSource:
                 url=self.url,
                 reason="tls_verify is false: any certificate is accepted",
             )
+        self._closing = False  # run again after aclose(): a cold standby started on demand
         try:
             while not self._closing:
                 delivered_before = self.stats.packets
                 reason = await self._session_reason()
                 if self._closing:
                     return
+                if reason == PARKED:
+                    continue  # park(): set a new session up at once (not a loss)
                 if self.stats.packets > delivered_before:
                     self.backoff.reset()  # that session worked: retry quickly
                 delay = self.backoff.next_delay()
@@ -353,22 +401,22 @@ class RtspSource:
         for i, media in enumerate(sdp.media):
             await self._setup(conn, i, resolve_control(base, media.control))
         play_url = resolve_control(base, sdp.control)  # aggregate control (§C.1.1)
-        for pin in self._pins:
-            pin.arm()  # media may follow PLAY before its reply: learn unannounced ports now
-        await self._request("PLAY", play_url, {"Range": "npt=0.000-"})
-        self._play_url = play_url
-        self.stats.sessions += 1
-        log.info(
-            "upstream.connected",
-            source=self.name,
-            url=self.url,
-            tracks=len(sdp.media),
-            transport=self.transport,
-        )
-        self.listener.on_connected(sdp)
-        early, self._early = self._early or [], None
-        for track, is_rtcp, data in early:
-            self._deliver(track, is_rtcp, data)
+        self._sdp = sdp
+        if self.autoplay:
+            for pin in self._pins:
+                pin.arm()  # media may follow PLAY before its reply: learn unannounced ports now
+            await self._request("PLAY", play_url, {"Range": "npt=0.000-"})
+            self._play_url = play_url
+            self._playing(sdp)
+        else:
+            # A warm standby: the session stays in READY (RFC 2326 §A.1), no media flows.
+            self._play_url = play_url  # aclose() tears it down
+            self._muted = True
+            self._early = None
+            log.info("upstream.ready", source=self.name, url=self.url, tracks=len(sdp.media))
+            on_ready = getattr(self.listener, "on_ready", None)
+            if on_ready is not None:
+                on_ready(sdp)
         assert self._session is not None
         timeout = self._session.timeout or DEFAULT_SESSION_TIMEOUT
         interval = min(MAX_KEEPALIVE_INTERVAL, max(1.0, timeout / 2))
@@ -383,6 +431,101 @@ class RtspSource:
             for t in tasks:
                 t.cancel()
             await asyncio.wait(tasks)
+
+    def _playing(self, sdp: SessionDescription) -> None:
+        """PLAY was answered: tell the listener, then deliver what arrived before the reply."""
+        self.playing = True
+        self.stats.sessions += 1
+        log.info(
+            "upstream.connected",
+            source=self.name,
+            url=self.url,
+            tracks=len(sdp.media),
+            transport=self.transport,
+        )
+        self.listener.on_connected(sdp)
+        early, self._early = self._early or [], None
+        for track, is_rtcp, data in early:
+            self._deliver(track, is_rtcp, data)
+
+    # standby -----------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """A session is set up (playing, paused or parked)."""
+        conn = self._conn
+        return conn is not None and not conn.closed.done() and self._play_url is not None
+
+    async def resume(self) -> bool:
+        """PLAY the set-up session (RFC 2326 §10.5: after a PAUSE, media resumes); the
+        listener hears ``on_connected`` as for a new session. From now on every session
+        plays. False if no session is set up or the PLAY failed (the session then ends and
+        the listener hears ``on_lost``)."""
+        self.autoplay = True
+        conn, url, sdp = self._conn, self._play_url, self._sdp
+        if self.playing:
+            return True
+        if conn is None or conn.closed.done() or url is None or sdp is None:
+            return False
+        self._early = []  # media may come before the reply: held, delivered after it
+        self._muted = False
+        self._paused_at = 0.0
+        for pin in self._pins:
+            pin.arm()
+        try:
+            await self._request("PLAY", url)
+        except (Lost, TimeoutError) as exc:
+            conn.lose(exc.reason if isinstance(exc, Lost) else "timeout")
+            return False
+        if conn.closed.done():
+            return False
+        self._playing(sdp)
+        return True
+
+    async def pause(self) -> Literal["paused", "refused", "lost"]:
+        """PAUSE the playing session (RFC 2326 §10.6): media stops, the session and its
+        keepalives stay. ``refused``: the server answered PAUSE with an error (405, 455,
+        501...) and the session plays on; ``lost``: no session, or no reply (it ends)."""
+        self.autoplay = False
+        conn, url = self._conn, self._play_url
+        if conn is None or conn.closed.done() or url is None:
+            return "lost"
+        if not self.playing:
+            return "paused"
+        self._muted = True  # what is still in flight is not wanted any more
+        self._paused_at = 0.0  # media in flight until the reply is not "after the PAUSE"
+        try:
+            resp = await self._request("PAUSE", url, check=False)
+        except (Lost, TimeoutError) as exc:
+            conn.lose(exc.reason if isinstance(exc, Lost) else "timeout")
+            return "lost"
+        if not 200 <= resp.status < 300:
+            log.info("upstream.pause_refused", source=self.name, status=resp.status)
+            self._muted = False  # it plays on
+            return "refused"
+        self.playing = False
+        self._paused_at = time.monotonic()
+        return "paused"
+
+    async def park(self) -> None:
+        """End the session with TEARDOWN and set a new one up without PLAY (READY, no
+        media): a warm standby on a recorder that refuses or ignores PAUSE. The ending is
+        not reported as a loss; the listener hears ``on_ready`` for the new session."""
+        self.autoplay = False
+        conn, url = self._conn, self._play_url
+        if conn is None or conn.closed.done():
+            return
+        self._muted = True
+        if url is not None:
+            with contextlib.suppress(Lost, TimeoutError, OSError, ValueError):
+                async with asyncio.timeout(TEARDOWN_TIMEOUT):
+                    await self._send("TEARDOWN", url, None)  # RFC 2326 §10.7
+        conn.lose(PARKED)
+
+    @property
+    def running(self) -> bool:
+        """``run()`` is running (a cold standby is not)."""
+        return self._task is not None
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -469,6 +612,7 @@ class RtspSource:
 
                 def send_udp(rr: bytes) -> None:
                     if not rtcp_transport.is_closing():
+                        self.stats.wan_sent += len(rr)
                         rtcp_transport.sendto(rr, target)
 
                 self._rr_sinks.append(send_udp)
@@ -590,9 +734,11 @@ class RtspSource:
             conn.lose("redirect")
 
     async def _keepalive(self, conn: _Conn, interval: float, method: str, url: str) -> None:
-        """Keep the session alive (RFC 2326 §12.37) and probe the server for replies."""
+        """Keep the session alive (RFC 2326 §12.37) and probe the server for replies. A
+        session without media (a warm standby) is probed at least every
+        ``STANDBY_KEEPALIVE`` seconds: its keepalives are all that tells the recorder is up."""
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval if self.playing else min(interval, STANDBY_KEEPALIVE))
             try:
                 resp = await self._request(method, url, check=False)
             except (TimeoutError, Lost):
@@ -610,8 +756,9 @@ class RtspSource:
         """Minimal RTCP RRs upstream so recorders that expect them keep the session."""
         rr = rtcp.build_receiver_report(self._ssrc, cname="rmfproxy")
         while True:
-            for send in self._rr_sinks:
-                send(rr)
+            if self.playing:  # nothing to report on a paused or parked session
+                for send in self._rr_sinks:
+                    send(rr)
             # Rejections suppressed by the rate limit are summed up here.
             for _, count in self._reject_log.flush(time.monotonic()):
                 self._log_rejected(count, None, None)
@@ -643,6 +790,14 @@ class RtspSource:
         )
 
     def _deliver(self, track: int, is_rtcp: bool, data: bytearray) -> None:
+        if self._muted:
+            # Paused or parked: media still in flight is dropped; media long after the
+            # PAUSE reply means the server ignores PAUSE (the owner falls back to park()).
+            if not is_rtcp:
+                self.stats.muted_packets += 1
+                if self._paused_at and time.monotonic() - self._paused_at > PAUSE_GRACE:
+                    self.pause_ignored = True
+            return
         early = self._early
         if early is not None:
             # Before on_connected (or after the loss): hold a bounded number back.
@@ -686,6 +841,10 @@ class RtspSource:
         conn, self._conn = self._conn, None
         self._early = []
         self._play_url = None
+        self._sdp = None
+        self.playing = False
+        self._muted = False
+        self._paused_at = 0.0
         self._rr_sinks = []
         if conn is not None:
             conn.lose("closed")

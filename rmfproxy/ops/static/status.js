@@ -46,18 +46,42 @@ const MERGE_TEXT = {
   unknown: "not matched yet",
 };
 
+const STANDBY_TEXT = {
+  paused: "session kept, no media",
+  substream: "pulling its low-rate sub-stream",
+  disconnected: "not connected",
+  starting: "promoted, media starting",
+  flowing: "pulled",
+};
+
+// A warm or cold source standing by as configured: neither healthy nor a fault.
+function standingBy(s) {
+  if (!s.standby || s.standby.mode === "hot" || s.active || s.healthy) return false;
+  const st = s.standby.state;
+  return st === "paused" || st === "substream" || (s.standby.mode === "cold" && st === "disconnected");
+}
+
 function render(cam) {
   const t = tileFor(cam);
   const healthy = cam.sources.filter((s) => s.healthy).length;
+  const expected = cam.sources.filter((s) => !standingBy(s)).length;
   t.root.classList.toggle("down", healthy === 0);
-  t.root.classList.toggle("degraded", healthy > 0 && healthy < cam.sources.length);
+  t.root.classList.toggle("degraded", healthy > 0 && healthy < expected);
   t.root.dataset.active = cam.active || "";
   t.active.replaceChildren("active: ", el("b", "active-source", cam.active || "none"));
   if (cam.mode === "manual") t.active.append(" (manual)");
   t.sources.replaceChildren(...cam.sources.map((s) => {
-    const chip = el("span", "src " + (s.healthy ? "healthy" : "unhealthy") + (s.active ? " is-active" : ""), s.name);
+    const idle = standingBy(s);
+    const look = s.healthy ? "healthy" : idle ? "standby" : "unhealthy";
+    const chip = el("span", "src " + look + (s.active ? " is-active" : ""), s.name);
     chip.dataset.source = s.name;
-    chip.title = s.healthy ? "healthy" : ("down" + (s.last_loss_reasons.length ? ": " + s.last_loss_reasons.at(-1) : ""));
+    chip.title = s.healthy ? "healthy" : idle ? "standing by" : ("down" + (s.last_loss_reasons.length ? ": " + s.last_loss_reasons.at(-1) : ""));
+    if (s.standby && s.standby.mode !== "hot") {
+      // Warm/cold: pulled only while needed; the chip says what its connection does now.
+      chip.dataset.standby = s.standby.state;
+      chip.append(el("small", "standby-mode", " " + s.standby.mode + "·" + s.standby.state));
+      chip.title += " · " + s.standby.mode + " standby: " + (STANDBY_TEXT[s.standby.state] || s.standby.state);
+    }
     if (s.merge) {
       // Observed, not configured: does this source carry the same pictures as the stream?
       chip.dataset.merge = s.merge;
