@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rmfproxy.rtp import packet as rtp
+from rmfproxy.serve.fanout import Fanout
 from rmfproxy.serve.gop import GopBuffer
 
 
@@ -36,3 +38,16 @@ def test_a_gop_older_than_the_time_bound_is_dropped() -> None:
     assert gop.valid
     gop.push(0, b"d", False, now=2.1)
     assert not gop.valid and gop.packets == []
+
+
+def test_the_fanouts_gop_ages_on_the_callers_clock() -> None:
+    # The fan-out's GOP (what a joining client gets first) is bounded in age too: a
+    # camera whose keyframes stopped must not hand new clients a minute-old picture.
+    fan = Fanout(1, 0)
+    key = rtp.build(96, 1, 0, 7, b"\x65" + b"k" * 20, True)
+    delta = rtp.build(96, 2, 3600, 7, b"\x41" + b"d" * 20, True)
+    fan.send_rtp(0, key, True, now=100.0)
+    fan.send_rtp(0, delta, False, now=100.0 + fan.gop.limit_seconds - 1)
+    assert fan.gop.valid and fan.gop.age(100.0 + fan.gop.limit_seconds - 1) is not None
+    fan.send_rtp(0, delta, False, now=100.0 + fan.gop.limit_seconds + 1)
+    assert not fan.gop.valid

@@ -892,7 +892,7 @@ class Feed:
         self._rewriters[track].rewrite(data, now)
         self._last_out = now
         assert self.fanout is not None
-        self.fanout.send_rtp(track, data, key)
+        self.fanout.send_rtp(track, data, key, now)
 
     def _merge(self, index: int, data: bytearray, start: int, end: int, now: float) -> None:
         merger = self.merger
@@ -919,7 +919,7 @@ class Feed:
         track = self.video_track
         assert track is not None
         for pkt, key in out:
-            self.fanout.send_rtp(track, pkt, key)
+            self.fanout.send_rtp(track, pkt, key, now)
         self._last_out = now
 
     def _on_source_au(self, index: int, au: AccessUnit) -> None:

@@ -35,11 +35,14 @@ class Fanout:
         """Packets sent to clients that have gone (their sinks are forgotten)."""
         self.retired_packets_dropped = 0
 
-    def send_rtp(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
-        """Send one outbound RTP packet to every sink and remember it in the GOP buffer."""
+    def send_rtp(
+        self, track: int, packet: bytes | bytearray, keyframe_start: bool, now: float
+    ) -> None:
+        """Send one outbound RTP packet to every sink and remember it in the GOP buffer
+        (``now``: the caller's clock, for the buffer's age bound)."""
         is_video = track == self.video_track or self.video_track is None
-        # An oversized GOP is not kept: new clients then wait for the next keyframe.
-        self.gop.push(track, packet, keyframe_start and is_video)
+        # An oversized or overlong GOP is not kept: new clients then wait for the next keyframe.
+        self.gop.push(track, packet, keyframe_start and is_video, now)
         self._last[track] = (rtp.sequence(packet), rtp.timestamp(packet))
         self.packets_sent += 1
         for sink in self.sinks:

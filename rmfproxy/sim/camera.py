@@ -345,6 +345,7 @@ class SimCamera:
     def _send(self, packets: list[tuple[int, bytearray, bool]]) -> None:
         f = self.faults
         rng = self._rng
+        now = time.monotonic()
         for track, pkt, key in packets:
             if f.drop and rng.random() < f.drop:
                 continue
@@ -355,7 +356,7 @@ class SimCamera:
             if track == 0:
                 self._packets += 1
                 self._octets += len(pkt) - 12
-            self.fanout.send_rtp(track, pkt, key)
+            self.fanout.send_rtp(track, pkt, key, now)
         self.frames_sent += 1
 
     def _maybe_send_sr(self, n: int) -> None:
