@@ -297,7 +297,6 @@ class Feed:
         self.policy = SwitchPolicy(count, failback_hold)
         self.active: int | None = None
         self.pending: Decision | None = None
-        self._pending_since = 0.0
         self._detection = 0.0
         self._last_out = 0.0
         self.switches: list[SwitchRecord] = []
@@ -317,7 +316,6 @@ class Feed:
         self.on_switch: list[Callable[[Feed, SwitchRecord], None]] = []
         """Called after every switch (metrics)."""
         self._cause = ""
-        self._started = clock()
         self.output_stalls = 0
         """Times the outbound video stopped while the active source was healthy."""
 
@@ -577,7 +575,6 @@ class Feed:
             return
         self._drop_pending()
         self.pending = decision
-        self._pending_since = now
         old = self.active
         last = self.slots[old].heartbeat.last_packet if old is not None else None
         self._detection = now - last if (decision.reason is Reason.FAILOVER and last) else 0.0
