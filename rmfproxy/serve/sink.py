@@ -1,9 +1,9 @@
 """A client's receiving end: RTP/RTCP over the RTSP TCP connection or over UDP.
 
-The bounded queue of a TCP client is its transport's write buffer (plus what
-this loop turn has queued for it: a TCP client's packets are written once per
-loop turn, in one piece, not one system call per packet): when it holds more
-than ``limit`` bytes the client has fallen behind; it then skips
+The bounded queue of a TCP client is its transport's write buffer (a TCP
+client's packets are written once per loop turn, or sooner past ``_flush_at``
+bytes, in one piece, not one system call per packet): when it holds more than
+``limit`` bytes the client has fallen behind; it then skips
 everything until the next keyframe (and until its buffer has drained below
 half the limit), so it resumes on a decodable picture. A client that stays
 over the limit for ``stall_drop_seconds`` is disconnected. Other clients never
@@ -68,16 +68,24 @@ class ClientSink:
         self._pending: list[bytes] = []
         """Interleaved frames queued this loop turn (written together by ``_flush``)."""
         self._pending_bytes = 0
+        self._flush_at = max(1500, min(64 << 10, limit // 4))
+        """Queued bytes that are written at once, without waiting for the turn's end."""
 
     def _backlog(self, tcp: asyncio.Transport) -> int:
-        """Bytes the client has not taken yet: the transport's buffer and this turn's queue."""
-        return tcp.get_write_buffer_size() + self._pending_bytes
+        """Bytes the client has not taken yet. This turn's queue is not counted: it is
+        bounded (``_flush_at``), and the connection's back-pressure (the transport's
+        high-water mark, which replay waits on) sees only what was written."""
+        return tcp.get_write_buffer_size()
 
     def _queue(self, frame: bytes) -> None:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(frame)
         self._pending_bytes += len(frame)
+        if self._pending_bytes >= self._flush_at:
+            # A big batch (a keyframe, a GOP burst, a replay running ahead) goes to the
+            # transport now, where the connection's back-pressure sees it.
+            self._flush()
 
     def _flush(self) -> None:
         pending, self._pending, self._pending_bytes = self._pending, [], 0
