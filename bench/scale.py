@@ -328,8 +328,15 @@ def main() -> None:
     )
     args = p.parse_args()
     rows = []
+    failed = []
     for n in (int(x) for x in args.cameras.split(",")):
-        rows.append(asyncio.run(one_size(n, args)))
+        try:
+            rows.append(asyncio.run(one_size(n, args)))
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            # e.g. the machine cannot run that many simulated streams: say so, go on
+            failed.append({"cameras": n, "error": str(exc)})
+            print(json.dumps(failed[-1]), file=sys.stderr, flush=True)
+            continue
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result: dict[str, Any] = {
         "benchmark": "scale",
@@ -338,6 +345,7 @@ def main() -> None:
         "seconds": args.seconds,
         "cpus": os.cpu_count(),
         "results": rows,
+        "failed": failed,
     }
     if len(rows) > 1:
         # Marginal memory per camera: least-squares slope of RSS over the camera count.
