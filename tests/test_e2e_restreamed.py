@@ -22,9 +22,10 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
+import structlog
 
 from rmfproxy.config import parse_config
 from rmfproxy.relay.proxy import Proxy
@@ -39,6 +40,7 @@ from tests.peers.restream import (
     restreamed,
 )
 from tests.support import wait_ready
+from tests.test_e2e_external import gst_clean_exit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.external, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
@@ -263,6 +265,8 @@ class Reads:
     probe: ProbeResult
     probe_seconds: float
     """Wall-clock time of the PyAV session, from before it connected to its end."""
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    """The proxy's log events during the reads (which client sessions ended how)."""
 
 
 async def read_all(url: str, codec: Codec, transport: str, seconds: float) -> Reads:
@@ -271,12 +275,13 @@ async def read_all(url: str, codec: Codec, transport: str, seconds: float) -> Re
         r = await asyncio.to_thread(read_rtsp, url, transport=transport, seconds=seconds)  # type: ignore[arg-type]
         return r, time.monotonic() - t
 
-    ff, gst, (p, took) = await asyncio.gather(
-        ffmpeg_client(url, transport, seconds),
-        gstreamer_client(url, codec, transport, seconds),
-        probe(),
-    )
-    return Reads(ff, gst, p, took)
+    with structlog.testing.capture_logs() as logs:
+        ff, gst, (p, took) = await asyncio.gather(
+            ffmpeg_client(url, transport, seconds),
+            gstreamer_client(url, codec, transport, seconds),
+            probe(),
+        )
+    return Reads(ff, gst, p, took, logs)
 
 
 def summary(r: Reads) -> str:
@@ -316,14 +321,15 @@ def check_clean(r: Reads, seconds: float) -> list[str]:
         failures.append(
             f"ffmpeg counters: repeated {repeated(ff.counters)}, lost {lost(ff.counters)}"
         )
-    if gst.rc != 0:
+    gst_out = "\n".join(text for _, text in gst.lines)
+    if gst.rc != 0 and not gst_clean_exit(gst.rc or 0, gst_out, r.logs):
         failures.append(f"gst-launch exited {gst.rc}:\n{gst.tail()}")
     gst_wall = gst.ended - gst.started
     if len(gst.frames) > made(gst_wall):
         failures.append(f"gst-launch: {len(gst.frames)} frames in {gst_wall:.1f} s")
     if len(gst.frames) < (seconds - 3) * FPS:
         failures.append(f"gst-launch got only {len(gst.frames)} frames")
-    if gst_bad_lines(gst):
+    if gst_bad_lines(gst) and not gst_clean_exit(gst.rc or 0, gst_out, r.logs):
         failures.append(f"gst-launch ERROR/WARNING: {gst_bad_lines(gst)[:5]}")
     if p.error is not None:
         failures.append(f"PyAV: {p.error}")
