@@ -462,6 +462,8 @@ class Feed:
         if slot.standby.on_demand:
             slot.standby.on_lost(self.clock())
         slot.gop.clear()
+        if self.merger is not None:
+            self.merger.source_gone(index)
         slot.lost_reasons = [*slot.lost_reasons[-9:], reason]
         log.warning("feed.source_lost", camera=self.camera, source=slot.name, reason=reason)
         self._evaluate(self.clock())

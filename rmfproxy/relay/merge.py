@@ -223,6 +223,14 @@ class Merger:
             self.events.append(MergeEvent(index, MergeState.UNKNOWN, "reconnected"))
         self._sources[index] = src
 
+    def source_gone(self, index: int) -> None:
+        """A source's session ended: it fills no gap any more, so a source holding AUs after
+        a loss of its own carries the stream on at once instead of waiting ``ALIVE``."""
+        src = self._sources.get(index)
+        if src is not None:
+            src.located = False
+            src.last_au_at = -1e9
+
     def aligned(self, index: int) -> bool:
         """True while the source carries the outbound stream's AUs (switching is instant)."""
         src = self._sources.get(index)
