@@ -38,6 +38,7 @@ from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.replay_support import annexb_counters
 from tests.support import LoopStalls, relay, wait_ready
+from tests.test_e2e_external import run_tool
 from tests.tls_support import Pki, cert_fingerprint, make_pki, peer_fingerprint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
@@ -70,19 +71,6 @@ def assert_clean(r: ProbeResult, seconds: float, name: str) -> None:
     )
     assert len(r.counters) == r.frames_decoded and None not in r.counters, name
     assert r.lost() == 0 and r.repeated() == 0, f"{name}: lost {r.lost()}, rep {r.repeated()}"
-
-
-async def run_tool(*cmd: str, limit: float = 30) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(errors="replace")
 
 
 def gst_read(url: str, out: Path, flags: str | None, frames: int) -> list[str]:
