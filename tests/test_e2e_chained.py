@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -204,12 +205,15 @@ async def test_identical_recorders_site_switches_are_invisible() -> None:
     # r1 and r2 carry the same coded pictures. A switches six times (operator r2, r1, a
     # TCP close on r1 and its failback, a freeze of r1 and its failback): B must not
     # notice. Then A goes away (B goes on from r2) and comes back (B fails back).
-    read_s = 9.5
+    # B's reconnect to A is on a jittered backoff, so its failback comes 1-4 s after A is
+    # back: the PyAV read lasts until 1 s after that failback (at most ``read_max``).
+    cli_s, read_max = 8.5, 16.0
+    stop = threading.Event()
     async with chain(variant=False) as c, aiohttp.ClientSession() as http, LoopStalls() as st:
         pyav = asyncio.create_task(
-            asyncio.to_thread(read_rtsp, c.central.url(CAMERA), seconds=read_s)
+            asyncio.to_thread(read_rtsp, c.central.url(CAMERA), seconds=read_max, stop=stop)
         )
-        cli = asyncio.create_task(ffmpeg_client(c.central.url(CAMERA), "tcp", read_s - 1.0))
+        cli = asyncio.create_task(ffmpeg_client(c.central.url(CAMERA), "tcp", cli_s))
         tl = Timeline()
         await tl.at(0.7)
         await site_switch(http, c.site, "r2")
@@ -229,10 +233,18 @@ async def test_identical_recorders_site_switches_are_invisible() -> None:
         await c.site.stop()
         await tl.at(6.6)
         await c.restart_site()
-        result, ff = await pyav, await cli
         central_moves = moves(await switches(http, c.central))
+        while "failback" not in {m[0] for m in central_moves} and time.monotonic() < (
+            tl.t0 + read_max - 1.5
+        ):
+            await asyncio.sleep(0.1)
+            central_moves = moves(await switches(http, c.central))
+        await asyncio.sleep(1.0)  # B's client reads on past the failback
+        stop.set()
+        read_s = time.monotonic() - tl.t0
+        result, ff = await pyav, await cli
     failures = check_client(result, read_s, max_lost=0, max_gap=0.25 + st.longest)
-    failures += check_cli(ff, read_s - 1.0)
+    failures += check_cli(ff, cli_s)
     if len(site_moves) < 6 or {m[0] for m in site_moves} != {"manual", "failover", "failback"}:
         failures.append(f"the site proxy did not switch as asked: {site_moves}")
     if while_up:
