@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from pathlib import Path
 
 import pytest
 import structlog
 
+from rmfproxy.archive.fetch import RecorderSource, replay_client
 from rmfproxy.archive.replay_client import (
     Codec,
     ReplayAuthFailed,
     ReplayClient,
+    ReplayError,
     ReplayStatusError,
     ReplayTimeout,
     ReplayUnsupported,
@@ -25,6 +28,8 @@ from rmfproxy.sim.encoder import EncodedClip, encode_clip
 from rmfproxy.sim.marker import find_marker
 from rmfproxy.sim.recorder import SimRecorder
 from rmfproxy.sim.replay import SimReplayProvider
+from rmfproxy.tls import ServerTls
+from tests.tls_support import make_pki
 
 FPS = 25
 GOP = 10
@@ -162,3 +167,29 @@ async def test_a_range_with_nothing_recorded_is_a_status_error() -> None:
         assert err.value.status == 457
     finally:
         await rec.stop()
+
+
+async def test_rtsps_recorder_replays_verified_and_an_unknown_ca_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The archive's own factory (recorder_sources -> replay_client) with the config's TLS
+    # keys: the test CA verifies, another CA is refused with a clear error, verification
+    # off reads encrypted (nothing in clear on a plain connection either: rtsps only).
+    pki = make_pki(tmp_path)
+    rec = SimRecorder("r1", {"cam": _clip()}, seed=16, tls=ServerTls(pki.cert, pki.key))
+    await rec.start()
+    rec.freeze()
+    base = _base()
+    _fill(rec, base, base + 29)
+    url = rec.server.tls_url("cam")
+    span = (base + 10) / FPS, (base + 25) / FPS
+    try:
+        good = await replay_client(RecorderSource("r1", url, tls_ca_file=pki.ca)).fetch(*span)
+        with pytest.raises(ReplayError, match=r"TLS certificate refused \(.*certificate"):
+            await replay_client(RecorderSource("r1", url, tls_ca_file=pki.other_ca)).fetch(*span)
+        unverified = await replay_client(RecorderSource("r1", url, tls_verify=False)).fetch(*span)
+    finally:
+        await rec.stop()
+    expected = list(range(base + 10, base + 25))
+    for frames in (good, unverified):
+        assert [c[0] for f in frames if (c := find_marker(b"".join(f.nals)))] == expected

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -26,6 +27,8 @@ from rmfproxy.archive.stitch import ArchiveFrame, Stitched, fetch_ranges, plan, 
 from rmfproxy.config import Config
 from rmfproxy.rtp import h264, h265
 from rmfproxy.rtp.nal import NalFormat
+from rmfproxy.tls import client_context
+from rmfproxy.upstream.url import is_tls
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +54,11 @@ class RecorderSource:
     """The URL it replays from (no credentials in it)."""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    tls_ca_file: Path | None = None
+    """For an ``rtsps://`` URL: the CA bundle its certificate must lead to (None: the
+    system store)."""
+    tls_verify: bool = True
+    """For an ``rtsps://`` URL: verify the recorder's certificate (the config's key)."""
 
 
 def recorder_sources(config: Config, camera: str) -> list[RecorderSource]:
@@ -70,6 +78,8 @@ def recorder_sources(config: Config, camera: str) -> list[RecorderSource]:
                 src.replay_url or src.url,
                 src.username,
                 secret.value if secret else None,
+                src.tls_ca_file,
+                src.tls_verify,
             )
         )
     return out
@@ -94,7 +104,10 @@ ClientFactory = Callable[[RecorderSource], ReplayReader]
 
 def replay_client(src: RecorderSource) -> ReplayReader:
     """The default :data:`ClientFactory`: an ONVIF replay over RTSP."""
-    return ReplayClient(src.url, username=src.username, password=src.password, name=src.name)
+    tls = client_context(src.tls_ca_file, verify=src.tls_verify) if is_tls(src.url) else None
+    return ReplayClient(
+        src.url, username=src.username, password=src.password, name=src.name, tls=tls
+    )
 
 
 @dataclass

@@ -32,6 +32,7 @@ import asyncio
 import base64
 import contextlib
 import math
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ from rmfproxy.rtsp.auth import Challenge, DigestClient, parse_challenges
 from rmfproxy.rtsp.headers import SessionHeader, TransportSpec
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.rtsp.sdp import MediaDescription, SessionDescription, resolve_control
-from rmfproxy.upstream.url import host_port, split_credentials
+from rmfproxy.tls import client_context
+from rmfproxy.upstream.url import host_port, is_tls, split_credentials
 
 log = structlog.get_logger(__name__)
 
@@ -169,6 +171,7 @@ class ReplayClient:
         request_timeout: float = 5.0,
         idle_timeout: float = 10.0,
         user_agent: str = "rmfproxy",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         clean, url_user, url_password = split_credentials(url)
         self.url = clean
@@ -188,6 +191,9 @@ class ReplayClient:
         self._user = username if username is not None else url_user
         self._password = password if password is not None else (url_password or "")
         self._host, self._port = host_port(clean)
+        self._tls = (tls or client_context()) if is_tls(clean) else None
+        """The TLS context of an ``rtsps://`` recorder (default: verified against the
+        system store); None for ``rtsp://``."""
         self._conn: _Conn | None = None
         self._cseq = 0
         self._session: str | None = None
@@ -282,10 +288,19 @@ class ReplayClient:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, self._conn = await loop.create_connection(
-                    lambda: _Conn(self), self._host, self._port
+                    lambda: _Conn(self),
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._host if self._tls else None,
                 )
         except TimeoutError:
             raise ReplayTimeout(f"{self.url}: connect timed out") from None
+        except ssl.SSLCertVerificationError as exc:
+            why = exc.verify_message or exc.reason or "verification failed"
+            raise ReplayError(f"{self.url}: TLS certificate refused ({why})") from None
+        except ssl.SSLError as exc:
+            raise ReplayError(f"{self.url}: TLS handshake failed ({exc.reason or exc})") from None
         except OSError as exc:
             raise ReplayError(f"{self.url}: cannot connect ({exc.strerror or exc})") from None
         resp = await self._request("DESCRIBE", self.url, {"Accept": "application/sdp"})

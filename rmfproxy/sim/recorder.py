@@ -27,6 +27,7 @@ from rmfproxy.sim.archive import RecorderArchive
 from rmfproxy.sim.camera import Faults, SimCamera, StreamStyle
 from rmfproxy.sim.encoder import EncodedClip
 from rmfproxy.sim.replay import SimReplayProvider
+from rmfproxy.tls import ServerTls
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +65,7 @@ class SimRecorder:
         audio: bool = False,
         style: StreamStyle | None = None,
         retention: float = 600.0,
+        tls: ServerTls | None = None,
     ) -> None:
         self.name = name
         self.archive = RecorderArchive(retention=retention)
@@ -93,6 +95,7 @@ class SimRecorder:
             name=f"sim-{name}",
             replay=SimReplayProvider(self.cameras, self.archive, seed=rng.getrandbits(64)),
             replay_prefix=REPLAY_PREFIX,
+            tls=tls,
         )
         self._restart_task: asyncio.Task[None] | None = None
 
