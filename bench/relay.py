@@ -308,7 +308,7 @@ def main() -> None:
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--quick", action="store_true", help="1 camera, 320x240, 4 s per relay")
+    ap.add_argument("--quick", action="store_true", help="1 camera, 320x240, 3 s per relay")
     ap.add_argument("--tls", action="store_true", help="also read rmfproxy over RTSPS")
     args = ap.parse_args()
     if args.quick:
@@ -316,8 +316,8 @@ def main() -> None:
             1,
             "320x240",
             500_000,
-            4,
-            1,
+            3,
+            0.5,
         )
     print(json.dumps(asyncio.run(run(args)), indent=2))
 
