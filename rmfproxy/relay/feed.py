@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from rmfproxy.relay.feed_core import FeedCore
+from rmfproxy.relay.feed_core import EARLY, FeedCore
 from rmfproxy.relay.merge import Merger
 from rmfproxy.relay.policy import Decision, SwitchPolicy
 from rmfproxy.relay.slot import SourceSlot
@@ -363,9 +363,14 @@ class Feed:
         if self._timer is not None:
             self._timer.cancel()  # called early (a test stepping the clock): one timer only
             self._timer = None
+        now = self.clock()
         try:
-            self.core.on_timer(self.clock())
-            self._start_controls()
+            # The timer is not moved per packet (that would cost a deadline() and a new
+            # timer per packet): a healthy source's packets have usually put the deadline
+            # later since it was armed, and then nothing is due yet.
+            if self.core.deadline() <= now + EARLY:
+                self.core.on_timer(now)
+                self._start_controls()
         finally:
             self._arm()  # whatever happened, the checks go on
 
