@@ -164,42 +164,52 @@ class Feed:
 
     @property
     def camera(self) -> str:
+        """The camera's id."""
         return self.core.camera
 
     @property
     def hitless(self) -> bool:
+        """Switches between sources carrying the same pictures are made without a restart."""
         return self.core.hitless
 
     @property
     def outage_limit(self) -> float:
+        """Seconds clients wait through an outage before they are closed."""
         return self.core.outage_limit
 
     @property
     def slots(self) -> list[SourceSlot]:
+        """The configured sources, in priority order."""
         return self.core.slots
 
     @property
     def active(self) -> int | None:
+        """The index of the source relayed now (None before the first)."""
         return self.core.active
 
     @property
     def pending(self) -> Decision | None:
+        """The switch planned, made at its target's next keyframe (or None)."""
         return self.core.pending
 
     @property
     def policy(self) -> SwitchPolicy:
+        """Priorities, hold-down and manual pin."""
         return self.core.policy
 
     @property
     def merger(self) -> Merger | None:
+        """The outbound video of H.264/H.265 (None for other encodings and before the SDP)."""
         return self.core.merger
 
     @property
     def fanout(self) -> Fanout | None:
+        """The clients (None before the first source told its SDP)."""
         return self.core.fanout
 
     @property
     def video_track(self) -> int | None:
+        """The index of the video track of the client SDP (None without video)."""
         return self.core.video_track
 
     @property
@@ -229,10 +239,12 @@ class Feed:
 
     @property
     def dropped_packets(self) -> int:
+        """Malformed packets counted and dropped, every source."""
         return self.core.dropped_packets
 
     @property
     def incompatible_sources(self) -> int:
+        """Sessions whose tracks differed from the client SDP's."""
         return self.core.incompatible_sources
 
     # MediaStream -------------------------------------------------------------------
