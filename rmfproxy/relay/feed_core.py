@@ -668,12 +668,15 @@ class FeedCore:
                 slot.heartbeat.on_packet(now)
             tracker = slot.trackers[track] if slot.trackers else None
             if tracker is not None:
-                try:
-                    start, end = payload_span(data)
-                except ValueError:
-                    self.dropped_packets += 1
-                    slot.packets_dropped += 1
-                    return
+                if data[0] & 0x3F:  # CSRCs, an extension or padding: walk the header
+                    try:
+                        start, end = payload_span(data)
+                    except ValueError:
+                        self.dropped_packets += 1
+                        slot.packets_dropped += 1
+                        return
+                else:  # the fixed header alone (version and length checked above): no call
+                    start, end = 12, len(data)
                 if self.merger is not None:
                     # The merger finds keyframes per AU (slice types) and feeds the source's
                     # GOP buffer through _on_source_au.
