@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from rmfproxy.relay import feed as feed_module
+from rmfproxy.relay import feed_core
 from tests.support import relay
 from tests.test_ops_api import get_json, http, sample, scrape, wait_for
 
@@ -21,7 +21,7 @@ __all__ = ["http"]
 async def test_a_frozen_output_is_reported_and_restarted(
     http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(feed_module, "OUTPUT_STALL", 1.0)
+    monkeypatch.setattr(feed_core, "OUTPUT_STALL", 1.0)
     async with relay("h264", gop=10, api={"ready_grace": 600}) as (_sim, proxy):
         feed = proxy.feeds["lobby"]
         merger = feed.merger

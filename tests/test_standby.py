@@ -148,6 +148,7 @@ class FakeSource:
         self.pause_ignored = False
         self.pause_answer = "paused"
         self.stats = SourceStats()
+        self.transport = "tcp"
         self.calls: list[str] = []
         self.playing = False
         """Media flows (a real source drops what comes while paused or parked)."""
@@ -218,13 +219,13 @@ class Rig:
             listener.on_packet(0, False, pkt)
 
     async def frames(self, first: int, last: int, sources: tuple[int, ...]) -> None:
-        """AUs ``first`` to ``last`` from ``sources``, a frame interval apart, health checks
-        between; the control tasks the feed starts run in between."""
+        """AUs ``first`` to ``last`` from ``sources``, a frame interval apart, the feed's
+        timer fired between; the control tasks the feed starts run in between."""
         for n in range(first, last + 1):
             self.now += FRAME
             for s in sources:
                 self.push(s, n)
-            self.feed._evaluate(self.now)
+            self.feed._on_timer()
             await asyncio.sleep(0)
 
     async def settle(self) -> None:
@@ -303,7 +304,7 @@ async def test_a_recorder_without_pause_is_parked_instead(how: str) -> None:
                     # PAUSE answered 200, but the media goes on: the source says so.
                     assert rig.state(1) is State.PAUSED
                     rig.fakes[1].pause_ignored = True
-                    feed._evaluate(rig.now)
+                    feed._on_timer()
                     await rig.settle()
                 assert rig.state(1) is State.PAUSED
         calls = rig.fakes[1].calls
@@ -352,12 +353,12 @@ async def test_a_promotion_that_brings_no_media_gives_up() -> None:
         assert rig.state(1) is State.STARTING
         # PLAY answered, but nothing comes.
         rig.now += PROMOTE_TIMEOUT + 0.1
-        feed._evaluate(rig.now)
+        feed._on_timer()
         await rig.settle()
         assert rig.fakes[1].calls[-1] == "pause" and rig.state(1) is State.PAUSED
         assert not feed.slots[1].available(rig.now) and feed.pending is None
         rig.now += RETRY_AFTER
-        feed._evaluate(rig.now)
+        feed._on_timer()
         await rig.settle()
         assert rig.fakes[1].calls[-1] == "resume"  # tried again
     finally:

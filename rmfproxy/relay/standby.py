@@ -67,6 +67,9 @@ class Action(enum.Enum):
     """Start pulling its main stream (PLAY, or connect)."""
     DEMOTE = "demote"
     """Back to its standby mode (PAUSE or TEARDOWN + SETUP, sub-stream, or disconnect)."""
+    PARK = "park"
+    """TEARDOWN and a new session without PLAY: a recorder that ignores PAUSE (never
+    returned by :meth:`Standby.plan`; the feed decides it from the media)."""
 
 
 @dataclass
