@@ -13,6 +13,7 @@ import pytest
 
 from rmfproxy.relay import feed_core
 from rmfproxy.relay.feed_core import MAX_WAIT, SR_INTERVAL, TICK, FeedCore
+from rmfproxy.relay.standby import Mode, Standby
 from rmfproxy.rtp import rtcp
 from rmfproxy.rtsp.sdp import SessionDescription
 from tests.merge_support import Recorder, h264_camera
@@ -256,3 +257,18 @@ def test_a_malformed_video_packet_is_counted_and_dropped() -> None:
     rig.core.on_packet(0, 0, False, padded, rig.now)
     assert rig.core.dropped_packets == 2 and rig.core.slots[0].packets_dropped == 2
     assert rig.core.fanout is not None and rig.core.fanout.packets_sent == sent
+
+
+def test_a_warm_standby_of_another_codec_is_never_promoted() -> None:
+    # Once its SDP is known, a warm standby that does not carry the stream's format is not
+    # offered to the policy (it could never be switched to): when the active source
+    # freezes, the feed waits instead of promoting it.
+    core = FeedCore("lobby", 2, standby=[Standby(Mode.HOT), Standby(Mode.WARM)])
+    core.on_start(0.0)
+    core.on_connected(0, SessionDescription.parse(SDP), 0.0)
+    core.on_connected(1, SessionDescription.parse(SDP.replace("H264", "H265")), 0.0)
+    core.slots[1].standby.on_ready()
+    assert not core.slots[1].compatible
+    assert not core.slots[1].available(1.0)
+    core.on_timer(1.0)  # the active source never sent anything: no healthy source
+    assert [c for c in core.controls if c[0] == 1] == []

@@ -292,6 +292,7 @@ class FeedCore:
         slot.compatible = len(formats) == len(self._formats) and all(
             same_format(a, b) for a, b in zip(self._formats, formats, strict=True)
         )
+        slot.described = True  # from now on a warm/cold standby of another codec is unavailable
         # Payload types to rewrite to the announced ones (0xFF: already the same).
         slot.pt_rewrite = [
             a.payload_type if a.payload_type != b.payload_type else 0xFF
