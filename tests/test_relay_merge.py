@@ -74,8 +74,8 @@ def test_identical_feeds_merge_without_loss_or_repeat_across_wraparound() -> Non
     a = Recorder(mtu=1400, seq=65500, ts=0xFFFFF000, ssrc=1)  # both bases wrap
     b = Recorder(mtu=900, seq=100, ts=12345, ssrc=2)
     m = merger()
-    m.last_out_seq = 65530  # and the outbound numbering wraps too
-    m.last_out_ts = 0xFFFFFF00
+    m.timeline.seq = 65530  # and the outbound numbering wraps too
+    m.timeline.ts = 0xFFFFFF00
     out = run_pair(m, cam, a, b, a_until=30, lag_b=0.004)
     frames = check_numbering(out, m.ssrc)
     assert len(frames) == 60

@@ -32,8 +32,8 @@ def test_gaps_kept_payload_and_marker_untouched() -> None:
 
 def test_reanchor_continues_sequence_and_time_across_wraparound() -> None:
     rw = Rewriter(90000, random.Random(2))
-    rw.last_out_seq = 0xFFFE  # force a wrap during the switch
-    rw.last_out_ts = 0xFFFFFF00
+    rw.timeline.seq = 0xFFFE  # force a wrap during the switch
+    rw.timeline.ts = 0xFFFFFF00
     a = pkt(7, 1000, 0x1111)
     rw.rewrite(a, 10.0)
     seq_a, ts_a, _ = fields(a)

@@ -44,8 +44,8 @@ units (AUs), in the spirit of SMPTE ST 2022-7 at picture level:
   CRA, the RASL pictures that follow it are dropped (ITU-T H.265 §8.1.3:
   they refer to pictures the client never got).
 
-The merger owns the outbound SSRC, sequence numbers and timestamps of the
-video track.
+The merger decides the outbound sequence numbers and timestamps of the video
+track; its :class:`~rmfproxy.relay.timeline.Timeline` writes them.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rmfproxy.relay.access_unit import AccessUnit, AuAssembler
+from rmfproxy.relay.timeline import Timeline
 from rmfproxy.rtp.nal import NalFormat, packetize
 from rmfproxy.rtp.seqnum import ts_diff
 
-_SEQ_TS_SSRC = struct.Struct(">HII")
 Out = list[tuple[bytearray, bool]]
 """Outbound packets, each with a flag on the first packet of a keyframe AU."""
 _M32 = 0xFFFFFFFF
@@ -177,15 +177,12 @@ class Merger:
         self.merge = merge
         """False: never match sources (each switch is a keyframe restart)."""
         self.mtu = mtu
-        self.ssrc = rng.getrandbits(32)
-        self.last_out_seq = rng.getrandbits(16)
-        self.last_out_ts = rng.getrandbits(32)
+        self.timeline = Timeline(clock_rate, rng)
+        """The outbound SSRC, numbering and counters."""
         self.active: int | None = None
         """The source the caller's policy prefers; its pictures win a disagreement."""
         self.events: list[MergeEvent] = []
         """State changes since the caller last emptied the list."""
-        self._last_out_wall: float | None = None
-        self._sent_any = False
         self._skip_leading = False
         self._sources: dict[int, _Source] = {}
         self._fp_index: dict[tuple[int, int], int] = {}
@@ -194,8 +191,6 @@ class Merger:
         """Index of the last outbound AU."""
         self._floor = -1
         """Outbound AUs up to this index belong to the timeline before the last restart."""
-        self.packets = 0
-        self.octets = 0
         self.last_sender: int | None = None
         self.params_inserted = 0
         """Keyframes sent with parameter sets the winning copy lacked."""
@@ -203,6 +198,21 @@ class Merger:
         self.on_au: Callable[[int, AccessUnit], None] | None = None
         """Called with every complete AU of every source, before it is merged (the feed keeps
         each source's current GOP with it). The packets are rewritten in place if sent."""
+
+    @property
+    def ssrc(self) -> int:
+        """The outbound SSRC."""
+        return self.timeline.ssrc
+
+    @property
+    def packets(self) -> int:
+        """Packets sent (for sender reports)."""
+        return self.timeline.packets
+
+    @property
+    def octets(self) -> int:
+        """Payload octets sent (for sender reports)."""
+        return self.timeline.octets
 
     # sources -------------------------------------------------------------------
 
@@ -376,7 +386,7 @@ class Merger:
             # the same picture coded again (a static scene repeats its slices a GOP later, a
             # looping clip a loop later). Placed there, it would follow the stream seconds
             # behind and every picture of it would be a copy: nothing would go out.
-            lag = ts_diff(self.last_out_ts, self._out_ts_of(i)) / self.clock_rate
+            lag = ts_diff(self.timeline.ts, self._out_ts_of(i)) / self.clock_rate
             if lag > MATCH_LAG:
                 return None
         return i
@@ -561,7 +571,7 @@ class Merger:
             # A RASL picture after a restart at a CRA: it refers to pictures the client
             # never got. It takes its place in the stream (copies match it) but is not sent.
             self.leading_dropped += 1
-            self._record(au.fingerprint, self.last_out_ts)
+            self._record(au.fingerprint, self.timeline.ts)
             src.pos = self.head
             return
         elif not au.keyframe:
@@ -570,19 +580,9 @@ class Merger:
         packets = au.packets
         if au.keyframe:
             packets = self._with_params(src, au) + packets
-        seq = self.last_out_seq
-        last = len(packets) - 1
-        for n, pkt in enumerate(packets):
-            seq = (seq + 1) & 0xFFFF
-            _SEQ_TS_SSRC.pack_into(pkt, 2, seq, out_ts, self.ssrc)
-            pkt[1] = (pkt[1] & 0x7F) | (0x80 if n == last else 0)  # marker on the AU's end only
-            out.append((pkt, n == 0 and au.keyframe))
-            self.octets += len(pkt) - 12
-        self.packets += len(packets)
-        self.last_out_seq = seq
-        self.last_out_ts = out_ts
-        self._last_out_wall = now
-        self._sent_any = True
+        self.timeline.write_unit(packets, out_ts, now)
+        out.append((packets[0], au.keyframe))
+        out.extend([(pkt, False) for pkt in packets[1:]])
         self._record(au.fingerprint, out_ts)
         src.pos = self.head
         src.aus_sent += 1
@@ -620,12 +620,13 @@ class Merger:
 
     def _out_ts(self, src: _Source, au: AccessUnit, now: float, restart: bool) -> int:
         """The outbound timestamp of the next AU, sent from ``src``."""
-        wall = self._next_ts(now)
-        if not self._sent_any or restart or src.offset is None:
+        tl = self.timeline
+        wall = tl.continue_at(now)
+        if tl.wall is None or restart or src.offset is None:
             src.offset = (wall - au.ts) & _M32
             return wall
-        d = ts_diff((au.ts + src.offset) & _M32, self.last_out_ts)
-        w = ts_diff(wall, self.last_out_ts)
+        d = ts_diff((au.ts + src.offset) & _M32, tl.ts)
+        w = ts_diff(wall, tl.ts)
         if abs(d - w) > JUMP_SECONDS * self.clock_rate:
             # This source's timestamps jumped (a restart without reconnect, a clock step,
             # garbage): re-align it alone on the wall clock; the stream goes on.
@@ -643,13 +644,7 @@ class Merger:
             step = k * spacing + min(lim, max(-lim, err * TIMING_GAIN))
         else:
             step = float(w)  # nothing known of this source's pace yet: the wall clock's
-        return (self.last_out_ts + max(1, round(step))) & _M32
-
-    def _next_ts(self, now: float) -> int:
-        if not self._sent_any or self._last_out_wall is None:
-            return self.last_out_ts
-        elapsed = max(1, round((now - self._last_out_wall) * self.clock_rate))
-        return (self.last_out_ts + elapsed) & _M32
+        return (tl.ts + max(1, round(step))) & _M32
 
     def _with_params(self, src: _Source, au: AccessUnit) -> list[bytearray]:
         """Packets of the parameter sets a keyframe AU lacks, from the sending source's cache,
@@ -674,6 +669,4 @@ class Merger:
 
     def rtp_time_at(self, now: float) -> int:
         """The outbound timestamp for wall time ``now`` (for sender reports)."""
-        if self._last_out_wall is None:
-            return self.last_out_ts
-        return (self.last_out_ts + round((now - self._last_out_wall) * self.clock_rate)) & _M32
+        return self.timeline.rtp_time_at(now)
