@@ -32,6 +32,8 @@ MAX_AU_PACKETS = 2048
 """An AU with more packets than this is treated as broken."""
 MAX_PARAM_SET = 4096
 """Longest parameter set NAL kept (they are tens of bytes)."""
+_BYTE = [bytes((i,)) for i in range(256)]
+"""One-byte strings, so a NAL type enters the fingerprint without a new object per NAL."""
 
 
 @dataclass(slots=True)
@@ -62,21 +64,36 @@ class AuAssembler:
 
     __slots__ = (
         "_after_end",
+        "_aggregate",
         "_carry",
         "_carry_params",
         "_crc",
         "_cur",
         "_frag_param",
         "_frag_vcl",
+        "_fragment",
+        "_fu_type_mask",
+        "_hl",
         "_len",
+        "_nal_type",
         "_next_seq",
+        "_param_types",
         "_seen_any",
+        "_vcl_types",
         "fmt",
         "malformed",
     )
 
     def __init__(self, fmt: NalFormat) -> None:
         self.fmt = fmt
+        # The format's fields, read once per packet: kept here to spare the lookups.
+        self._hl = fmt.header_len
+        self._fu_type_mask = 0x1F if fmt.header_len == 1 else 0x3F
+        self._nal_type = fmt.nal_type
+        self._aggregate = fmt.aggregate
+        self._fragment = fmt.fragment
+        self._vcl_types = fmt.vcl_types
+        self._param_types = frozenset(fmt.param_types)
         self._cur: AccessUnit | None = None
         self._next_seq = 0
         self._after_end = False
@@ -96,21 +113,23 @@ class AuAssembler:
         """Forget everything (the source reconnected)."""
         self.__init__(self.fmt)  # type: ignore[misc]
 
-    def push(self, packet: bytearray, payload_start: int, payload_end: int) -> list[AccessUnit]:
+    def push(
+        self, packet: bytearray, payload_start: int, payload_end: int
+    ) -> tuple[AccessUnit, ...]:
         """Feed one packet; returns the AUs it ends (zero, one, or two when a source without
         marker bits starts a new timestamp and ends the last packet's AU with this one)."""
         seq, ts = _SEQ_TS.unpack_from(packet, 2)
         marker = bool(packet[1] & 0x80)
-        done: list[AccessUnit] = []
         cur = self._cur
-        contiguous = self._seen_any and seq == self._next_seq
+        contiguous = seq == self._next_seq and self._seen_any
         ended_by_ts = False
+        ended: AccessUnit | None = None
         if cur is not None and cur.ts != ts:
             # A new timestamp while an AU is open: its marker bit never came. It is whole if
             # no packet went missing before this one.
             if not contiguous:
                 cur.complete = False
-            self._finish(cur, done)
+            ended = self._finish(cur)
             cur = None
             ended_by_ts = True
         if cur is None:
@@ -136,11 +155,13 @@ class AuAssembler:
             self.malformed += 1
             cur.complete = False
         self._after_end = marker
-        if marker:
-            self._finish(cur, done)
-        return done
+        last = self._finish(cur) if marker else None
+        if last is None:
+            return () if ended is None else (ended,)
+        return (last,) if ended is None else (ended, last)
 
-    def _finish(self, au: AccessUnit, done: list[AccessUnit]) -> None:
+    def _finish(self, au: AccessUnit) -> AccessUnit | None:
+        """Close the AU: it is returned, or carried over in front of the next one."""
         self._cur = None
         if self._frag_param is not None:
             au.complete = False  # a fragmented NAL that never ended
@@ -153,12 +174,12 @@ class AuAssembler:
                 self._carry_params.update(au.param_sets)
             else:
                 self._carry, self._carry_params = [], {}
-            return
+            return None
         if self._carry:
             au.packets[:0] = self._carry
             au.param_sets = {**self._carry_params, **au.param_sets}
             self._carry, self._carry_params = [], {}
-        done.append(au)
+        return au
 
     def _starts_clean(self, packet: bytearray, start: int, end: int) -> bool:
         """True if the packet begins with a NAL unit that can start an AU: a parameter set,
@@ -183,13 +204,42 @@ class AuAssembler:
 
     def _scan(self, au: AccessUnit, payload: memoryview) -> bool:
         """Fold one payload's NAL units into the AU; False if it is malformed."""
-        fmt = self.fmt
-        hl = fmt.header_len
+        hl = self._hl
         n = len(payload)
         if n < hl:
             return False
-        t = fmt.nal_type(payload)
-        if t == fmt.aggregate:
+        t = self._nal_type(payload)
+        if t == self._fragment:  # most packets of a picture: checked first
+            if n <= hl + 1:
+                return False
+            fu = payload[hl]
+            body = payload[hl + 1 :]
+            if fu & 0x80:  # start of a fragmented NAL
+                ftype = fu & self._fu_type_mask
+                self._frag_vcl = ftype in self._vcl_types
+                self._frag_param = None
+                if self._frag_vcl:
+                    self._vcl_type(au, ftype)
+                    self._crc = zlib.crc32(_BYTE[ftype], self._crc)
+                    self._len += 1
+                elif ftype in self._param_types:
+                    header = bytes(payload[:hl])
+                    self._frag_param = bytearray(self.fmt.make_header(header, ftype)) + body
+            elif self._frag_param is not None:
+                self._frag_param += body
+                if len(self._frag_param) > MAX_PARAM_SET:
+                    self._frag_param = None
+            if self._frag_vcl:
+                self._crc = zlib.crc32(body, self._crc)
+                self._len += n - hl - 1
+            if fu & 0x40:  # end
+                if self._frag_param is not None:
+                    frag = self._frag_param
+                    au.param_sets[self._nal_type(frag)] = bytes(frag)
+                self._frag_param = None
+                self._frag_vcl = False
+            return True
+        if t == self._aggregate:
             pos = hl
             ok = pos + 2 <= n
             while pos + 2 <= n:
@@ -199,48 +249,17 @@ class AuAssembler:
                 self._nal(au, payload[pos + 2 : pos + 2 + size])
                 pos += 2 + size
             return ok
-        if t == fmt.fragment:
-            if n <= hl + 1:
-                return False
-            fu = payload[hl]
-            ftype = fu & (0x1F if hl == 1 else 0x3F)
-            body = payload[hl + 1 :]
-            if fu & 0x80:  # start of a fragmented NAL
-                self._frag_vcl = ftype in fmt.vcl_types
-                self._frag_param = None
-                if self._frag_vcl:
-                    self._vcl_type(au, ftype)
-                    self._crc = zlib.crc32(bytes((ftype,)), self._crc)
-                    self._len += 1
-                elif ftype in fmt.param_types:
-                    header = bytes(payload[:hl])
-                    self._frag_param = bytearray(fmt.make_header(header, ftype)) + body
-            elif self._frag_param is not None:
-                self._frag_param += body
-                if len(self._frag_param) > MAX_PARAM_SET:
-                    self._frag_param = None
-            if self._frag_vcl:
-                self._crc = zlib.crc32(body, self._crc)
-                self._len += len(body)
-            if fu & 0x40:  # end
-                if self._frag_param is not None:
-                    frag = self._frag_param
-                    au.param_sets[fmt.nal_type(frag)] = bytes(frag)
-                self._frag_param = None
-                self._frag_vcl = False
-            return True
         self._nal(au, payload)
         return True
 
     def _nal(self, au: AccessUnit, nal: memoryview) -> None:
-        fmt = self.fmt
-        t = fmt.nal_type(nal)
-        if t in fmt.vcl_types:
+        hl = self._hl
+        t = self._nal_type(nal)
+        if t in self._vcl_types:
             self._vcl_type(au, t)
-            self._crc = zlib.crc32(bytes((t,)), self._crc)
-            self._crc = zlib.crc32(nal[fmt.header_len :], self._crc)
-            self._len += 1 + len(nal) - fmt.header_len
-        elif t in fmt.param_types and len(nal) <= MAX_PARAM_SET:
+            self._crc = zlib.crc32(nal[hl:], zlib.crc32(_BYTE[t], self._crc))
+            self._len += 1 + len(nal) - hl
+        elif t in self._param_types and len(nal) <= MAX_PARAM_SET:
             au.param_sets[t] = bytes(nal)
 
     def _vcl_type(self, au: AccessUnit, t: int) -> None:

@@ -140,6 +140,16 @@ class _Source:
         default_factory=lambda: deque(maxlen=SPACING_CHUNKS * SPACING_CHUNK + 1)
     )
     """(AU count, timestamp) of its recent complete AUs: its average frame spacing."""
+    stamped: int = 0
+    """Stamps appended since ``stamps`` was last cleared."""
+    runs: list[deque[float]] = field(
+        default_factory=lambda: [deque(maxlen=SPACING_CHUNKS) for _ in range(SPACING_CHUNK)]
+    )
+    """Mean spacings of the runs of SPACING_CHUNK stamps ending at each stamp, by the stamp's
+    phase (``stamped`` modulo SPACING_CHUNK): the runs the spacing is the median of are the
+    last stamp's phase's."""
+    spacing: float = 0.0
+    """Its frame spacing in ticks (0 while unknown), see :meth:`Merger._learn_spacing`."""
     au_count: int = 0
     last_au_at: float = -1e9
     aus_sent: int = 0
@@ -345,33 +355,37 @@ class Merger:
         self._hold(src, au)
 
     def _learn_spacing(self, src: _Source, au: AccessUnit) -> None:
+        """Update the source's frame spacing: the median of the mean spacings of runs of
+        SPACING_CHUNK AUs over the last few seconds (runs ending at the last AU, the one
+        SPACING_CHUNK before, ...). A run's mean cancels a recorder's per-AU jitter; the
+        median ignores the few runs a stall distorted (a recorder that was stopped stamps its
+        backlog on arrival: a gap, then a burst); a camera that lowers its frame rate shows
+        once half the runs have it. Each run's mean is computed once, when it ends."""
         src.au_count += 1
         if not au.complete:
             return
-        if src.stamps:
-            n, ts = src.stamps[-1]
+        stamps = src.stamps
+        if stamps:
+            n, ts = stamps[-1]
             d = ts_diff(au.ts, ts)
             if not -self.clock_rate < d < 2 * self.clock_rate * (src.au_count - n):
-                src.stamps.clear()  # its timestamps jumped: start over
-        src.stamps.append((src.au_count, au.ts))
-
-    def _spacing(self, src: _Source) -> float:
-        """The source's frame spacing in ticks (0 while unknown): the median of the mean
-        spacings of runs of SPACING_CHUNK AUs over the last few seconds. A run's mean cancels
-        a recorder's per-AU jitter; the median ignores the few runs a stall distorted (a
-        recorder that was stopped stamps its backlog on arrival: a gap, then a burst); a
-        camera that lowers its frame rate shows once half the runs have it."""
-        stamps = src.stamps
+                stamps.clear()  # its timestamps jumped: start over
+                src.stamped = 0
+                for run in src.runs:
+                    run.clear()
+        stamps.append((src.au_count, au.ts))
+        src.stamped += 1
         if len(stamps) <= SPACING_CHUNK:
-            if len(stamps) < 2:
-                return 0.0
-            (n0, t0), (n1, t1) = stamps[0], stamps[-1]
-            return ts_diff(t1, t0) / (n1 - n0)
-        means = []
-        for i in range(len(stamps) - 1 - SPACING_CHUNK, -1, -SPACING_CHUNK):
-            (n0, t0), (n1, t1) = stamps[i], stamps[i + SPACING_CHUNK]
-            means.append(ts_diff(t1, t0) / (n1 - n0))
-        return statistics.median(means)
+            if len(stamps) >= 2:
+                (n0, t0), (n1, t1) = stamps[0], stamps[-1]
+                src.spacing = ts_diff(t1, t0) / (n1 - n0)
+            else:
+                src.spacing = 0.0
+            return
+        (n0, t0), (n1, t1) = stamps[-1 - SPACING_CHUNK], stamps[-1]
+        runs = src.runs[src.stamped % SPACING_CHUNK]
+        runs.append(ts_diff(t1, t0) / (n1 - n0))
+        src.spacing = statistics.median(runs)
 
     def _find(self, src: _Source, au: AccessUnit) -> int | None:
         """The outbound index of a copy of ``au`` sent after the source's last position."""
@@ -454,13 +468,12 @@ class Merger:
 
     def _restart_waiting(self, index: int, src: _Source, now: float) -> bool:
         """Is a restart on another, delivering source waiting for its keyframe?"""
-        if self._spacing(src) <= 0:
-            return False
-        return any(
+        waiting = any(
             o.anchor_pending and now - o.last_au_at < ALIVE
             for i, o in self._sources.items()
             if i != index
         )
+        return waiting and src.spacing > 0
 
     def _release(self, index: int, src: _Source, now: float, out: Out) -> None:
         """Send a source's held AU (unless a copy went out meanwhile), as of when it came: a
@@ -482,7 +495,7 @@ class Merger:
             au = other.held
             if i == index or au is None:
                 continue
-            if now - other.held_at < self._spacing(other) / self.clock_rate / 2:
+            if now - other.held_at < other.spacing / self.clock_rate / 2:
                 other.held = None
                 other.aus_replaced += 1
             else:
@@ -633,7 +646,7 @@ class Merger:
             src.offset = (wall - au.ts) & _M32
             src.jumps += 1
             return wall
-        spacing = self._spacing(src)
+        spacing = src.spacing
         if spacing > 0:
             # One frame spacing per AU (this AU follows the last one sent: content says so),
             # more only when the gap is far beyond any jitter (frames the camera skipped, an
