@@ -51,3 +51,30 @@ def test_the_fanouts_gop_ages_on_the_callers_clock() -> None:
     assert fan.gop.valid and fan.gop.age(100.0 + fan.gop.limit_seconds - 1) is not None
     fan.send_rtp(0, delta, False, now=100.0 + fan.gop.limit_seconds + 1)
     assert not fan.gop.valid
+
+
+def test_a_sources_buffer_keeps_only_the_keyframe_unit_but_tracks_the_whole_gop() -> None:
+    gop = GopBuffer(limit_bytes=1000, limit_seconds=10, first_unit_only=True)
+    key = [bytearray(b"P" * 10), bytearray(b"K" * 30)]
+    gop.push_unit(0, [b"d" * 10], False, now=0.0)
+    assert not gop.valid  # nothing before the first keyframe
+    gop.push_unit(0, key, True, now=1.0)
+    gop.push(1, b"a" * 5, False, now=1.1)
+    gop.push_unit(0, [b"d" * 20, b"d" * 20], False, now=1.2)
+    assert gop.packets == [(0, key[0]), (0, key[1])]
+    assert gop.packets[1][1] is key[1]  # shared, not copied
+    assert gop.valid and gop.bytes == 85 and gop.age(2.0) == 1.0
+    gop.push_unit(0, [b"d" * 950], False, now=1.3)  # past the byte bound: dropped
+    assert not gop.valid and gop.packets == [] and gop.bytes == 0
+    gop.push_unit(0, [b"K" * 7], True, now=2.0)
+    assert gop.packets == [(0, b"K" * 7)] and gop.bytes == 7
+
+
+def test_units_and_packets_fill_a_full_buffer_alike() -> None:
+    by_unit, by_packet = GopBuffer(), GopBuffer()
+    units = [([b"K" * 9, b"k" * 3], True), ([b"d" * 4], False), ([b"d", b"e"], False)]
+    for pkts, key in units:
+        by_unit.push_unit(2, pkts, key, now=1.0)
+        for i, p in enumerate(pkts):
+            by_packet.push(2, p, key and i == 0, now=1.0)
+    assert by_unit.packets == by_packet.packets and by_unit.bytes == by_packet.bytes == 18

@@ -735,9 +735,7 @@ class FeedCore:
         gop = self.slots[index].gop
         track = self.video_track
         assert track is not None
-        now = self._now
-        for i, pkt in enumerate(au.packets):
-            gop.push(track, pkt, au.keyframe and i == 0, now)
+        gop.push_unit(track, au.packets, au.keyframe, self._now)
 
     def _drain_merge_events(self) -> None:
         """Log each change of a source's merge state once."""

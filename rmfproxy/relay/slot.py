@@ -34,8 +34,13 @@ class SourceSlot:
     trackers: list[KeyframeTracker | None] = field(default_factory=list)
     last_video_ts: int | None = None
     pt_rewrite: list[int] = field(default_factory=list)
-    gop: GopBuffer = field(default_factory=lambda: GopBuffer(SOURCE_GOP_BYTES, SOURCE_GOP_SECONDS))
-    """This source's current GOP (active or standby), parameter sets included."""
+    gop: GopBuffer = field(
+        default_factory=lambda: GopBuffer(
+            SOURCE_GOP_BYTES, SOURCE_GOP_SECONDS, first_unit_only=True
+        )
+    )
+    """This source's current GOP (active or standby): its keyframe unit, parameter sets
+    included, kept; its size and age tracked."""
     packets: int = 0
     bytes: int = 0
     frames: int = 0
