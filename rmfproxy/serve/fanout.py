@@ -29,7 +29,8 @@ class Fanout:
         self.video_track = video_track
         self.sinks: list[MediaSink] = []
         self.gop = GopBuffer(gop_limit_bytes)
-        self._last: dict[int, tuple[int, int]] = {}
+        self._last: dict[int, bytes | bytearray] = {}
+        """The last packet sent on each track (read only when a client attaches)."""
         self.packets_sent = 0
         self.retired_packets_sent = 0
         """Packets sent to clients that have gone (their sinks are forgotten)."""
@@ -43,7 +44,7 @@ class Fanout:
         is_video = track == self.video_track or self.video_track is None
         # An oversized or overlong GOP is not kept: new clients then wait for the next keyframe.
         self.gop.push(track, packet, keyframe_start and is_video, now)
-        self._last[track] = (rtp.sequence(packet), rtp.timestamp(packet))
+        self._last[track] = packet
         self.packets_sent += 1
         for sink in self.sinks:
             sink.deliver(track, packet, keyframe_start and is_video)
@@ -60,9 +61,9 @@ class Fanout:
             for track, pkt in self.gop.packets:
                 if track not in starts:
                     starts[track] = TrackStart(rtp.sequence(pkt), rtp.timestamp(pkt))
-        for track, (seq, ts) in self._last.items():
+        for track, pkt in self._last.items():
             if track not in starts:
-                starts[track] = TrackStart((seq + 1) & 0xFFFF, ts)
+                starts[track] = TrackStart((rtp.sequence(pkt) + 1) & 0xFFFF, rtp.timestamp(pkt))
         return starts
 
     def attach(self, sink: MediaSink) -> None:
