@@ -48,7 +48,7 @@ import uvloop
 from bench.switchover import pct, per_switch
 from rmfproxy.config import parse_config
 from rmfproxy.log import configure_logging
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.relay.standby import State
 from rmfproxy.sim.encoder import encode_clip
 from rmfproxy.sim.probe import read_rtsp

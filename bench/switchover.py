@@ -37,7 +37,7 @@ import uvloop
 
 from rmfproxy.config import parse_config
 from rmfproxy.log import configure_logging
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.recorder import SimRecorder
 from rmfproxy.sim.runner import SimCluster, SimSpec

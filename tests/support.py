@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
 

@@ -20,7 +20,7 @@ from rmfproxy.archive.report import iso, parse_time
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.cli import main
 from rmfproxy.config import load_config
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import wait_ready
 

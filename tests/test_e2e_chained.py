@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import LoopStalls, wait_ready

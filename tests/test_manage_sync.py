@@ -35,7 +35,7 @@ from rmfproxy.manage.sync import (
     merged,
     successor,
 )
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import LoopStalls, wait_ready

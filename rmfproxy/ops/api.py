@@ -52,7 +52,7 @@ from rmfproxy.upstream.url import redact
 
 if TYPE_CHECKING:
     from rmfproxy.archive.runner import CoverageJournal
-    from rmfproxy.relay.proxy import Proxy
+    from rmfproxy.app import Proxy
 
 log = structlog.get_logger(__name__)
 

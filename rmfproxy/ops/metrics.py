@@ -40,7 +40,7 @@ from rmfproxy.relay.standby import State as StandbyState
 
 if TYPE_CHECKING:
     from rmfproxy.relay.feed import Feed, SwitchRecord
-    from rmfproxy.relay.proxy import Proxy
+    from rmfproxy.app import Proxy
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: cardinality only
 

@@ -1,4 +1,5 @@
-"""The proxy application: one feed per configured camera behind one RTSP server."""
+"""The composition root: one feed per configured camera behind one RTSP server, with
+the admin API, metrics, coverage journal and pair sync wired around them."""
 
 from __future__ import annotations
 
