@@ -138,6 +138,8 @@ class Proxy:
             self.keeper.enable_sync(node, config.sync.peer, token)
             self.sync = PeerFollower(self.keeper, config.sync.peer, token)
         self.metrics = ProxyMetrics(self)
+        for cam_id, feed in self.feeds.items():
+            self._measure(cam_id, feed)
         self.metrics.registry.register(SyncCollector(lambda: self.keeper, lambda: self.sync))
         self.api: AdminApi | None = None
         if config.api.enabled:
@@ -272,6 +274,12 @@ class Proxy:
             outage_limit=cam.outage_limit,
         )
 
+    def _measure(self, cam_id: str, feed: Feed) -> None:
+        """Count ``feed``'s switches in the metrics (every feed made, at start or by
+        :meth:`apply`)."""
+        self.metrics.add_camera(cam_id)
+        feed.on_switch.append(lambda _, rec: self.metrics.count_switch(cam_id, rec))
+
     async def apply(self, new: Config) -> ConfigChange:
         """Apply ``new`` while running: cameras added, removed or changed take effect,
         the others are not touched (their clients keep streaming); users and their
@@ -299,6 +307,7 @@ class Proxy:
             await feed.stop()
         for cam in [*change.changed, *change.added]:
             feed = self._make_feed(cam, new.cameras[cam])
+            self._measure(cam, feed)
             self.feeds[cam] = feed
             feed.start()
         ordered = [(cam, self.feeds[cam]) for cam in new.cameras]
