@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from rmfproxy.config import parse_config
 from rmfproxy.app import Proxy
+from rmfproxy.config import parse_config
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from rmfproxy.config import parse_config
 from rmfproxy.app import Proxy
+from rmfproxy.config import parse_config
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import relay, rtsp_exchange, wait_ready
 

@@ -2,8 +2,9 @@
 
 The keyframe access unit at the start of a source's current GOP is copied on the
 event loop (:func:`rmfproxy.relay.snapshot.keyframe`), then decoded with PyAV and
-encoded as a small JPEG in a worker thread. Results are cached per source for ``interval`` seconds, so
-a page polled by many browsers costs one decode per source per interval.
+encoded as a small JPEG in a worker thread. Results are cached per source for
+``interval`` seconds, so a page polled by many browsers costs one decode per source
+per interval.
 """
 
 from __future__ import annotations
