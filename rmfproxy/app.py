@@ -33,6 +33,7 @@ from rmfproxy.relay.feed import Feed, StandbySpec, _Listener, _SubListener
 from rmfproxy.relay.standby import Mode
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.limits import ServeLimits
 from rmfproxy.serve.server import RtspServer, TlsListenError
 from rmfproxy.tls import ServerTls, client_context
@@ -302,7 +303,8 @@ class Proxy:
             self.reload_tls()  # the certificate's paths changed: in use from now on
         for cam in [*change.removed, *change.changed]:
             feed = self.feeds.pop(cam)
-            why = "camera-removed" if cam in change.removed else "camera-changed"
+            removed = cam in change.removed
+            why = CloseReason.CAMERA_REMOVED if removed else CloseReason.CAMERA_CHANGED
             self.server.close_camera_sessions(cam, why)
             await feed.stop()
         for cam in [*change.changed, *change.added]:

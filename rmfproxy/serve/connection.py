@@ -46,6 +46,7 @@ from rmfproxy.rtsp.headers import (
     parse_transports,
 )
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.deadlines import ConnectionDeadlines
 from rmfproxy.serve.replay import (
     REPLAY_TAG,
@@ -213,7 +214,7 @@ class RtspConnection(asyncio.Protocol):
             self._timer = None
         for session in list(self.sessions.values()):
             if session.uses_tcp:
-                self.server.close_session(session, "connection-closed")
+                self.server.close_session(session, CloseReason.CONNECTION_CLOSED)
         self.sessions.clear()
         self.transport = None
 
@@ -835,6 +836,6 @@ class RtspConnection(asyncio.Protocol):
     def _on_teardown(self, req: Request, headers: Headers) -> Response:
         session = self._session_for(req)
         if session is not None:
-            self.server.close_session(session, "teardown")
+            self.server.close_session(session, CloseReason.TEARDOWN)
             self.sessions.pop(session.id, None)
         return Response(200, headers=headers)

@@ -24,6 +24,7 @@ import structlog
 from rmfproxy import localports
 from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.serve.access import AccessControl
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.connection import RtspConnection
 from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
 from rmfproxy.serve.replay import ReplayProvider, ReplayStream
@@ -251,10 +252,10 @@ class RtspServer:
             now = time.monotonic()
             for session in list(self.sessions.values()):
                 if session.expired(now):
-                    self.close_session(session, "session-timeout")
+                    self.close_session(session, CloseReason.SESSION_TIMEOUT)
             self._log_suppressed(now)
 
-    def close_session(self, session: ClientSession, reason: str) -> None:
+    def close_session(self, session: ClientSession, reason: CloseReason) -> None:
         """End a session: detach its sink and forget it (idempotent)."""
         if session.state is State.CLOSED:
             return
@@ -270,13 +271,13 @@ class RtspServer:
                 del self.udp_peers[addr]
         for conn in self.connections:
             if conn.id == session.connection_id and conn.transport is not None:
-                if reason in ("client-stalled", "no-source", "camera-removed", "camera-changed"):
+                if reason.drops_connection:
                     conn.transport.abort()
                 else:
                     conn.rearm()  # without a session, the idle timeout applies again
         log.info("rtsp.session_closed", camera=session.path, session=session.id[:6], reason=reason)
 
-    def close_camera_sessions(self, camera: str, reason: str) -> int:
+    def close_camera_sessions(self, camera: str, reason: CloseReason) -> int:
         """End every session on ``camera`` (live and replay, also under the replay
         prefix) and drop their connections; how many there were."""
         paths = {camera, f"{self.replay_prefix}{camera}"} if self.replay_prefix else {camera}
@@ -301,7 +302,7 @@ class RtspServer:
         for server in servers:
             server.close()
         for session in list(self.sessions.values()):
-            self.close_session(session, "server-shutdown")
+            self.close_session(session, CloseReason.SERVER_SHUTDOWN)
         self.close_connections()
         for server in servers:
             await server.wait_closed()

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rmfproxy.serve.close_reason import CloseReason
+
 _INTERLEAVED = struct.Struct(">cBH")
 
 
@@ -48,7 +50,7 @@ class ClientSink:
         udp_rtcp: asyncio.DatagramTransport | None,
         tracks: dict[int, TcpTrack | UdpTrack],
         limit: int,
-        on_close: Callable[[str], None],
+        on_close: Callable[[CloseReason], None],
         stall_drop_seconds: float = 10.0,
     ) -> None:
         self._tcp = tcp
@@ -128,7 +130,7 @@ class ClientSink:
         if self._over_since is None:
             self._over_since = now
         elif now - self._over_since > self.stall_drop_seconds:
-            self.close("client-stalled")
+            self.close(CloseReason.CLIENT_STALLED)
 
     def deliver_rtcp(self, track: int, packet: bytes) -> None:
         """Send an RTCP packet (skipped while the client is behind)."""
@@ -143,7 +145,8 @@ class ClientSink:
             self._udp_rtcp.sendto(packet, dest.rtcp_addr)
 
     def close(self, reason: str) -> None:
-        """Stop delivering; the owning session decides what else to tear down."""
+        """Stop delivering; the owning session decides what else to tear down. ``reason``:
+        a :class:`CloseReason` (typed ``str`` as in ``MediaSink``, whose callers pass one)."""
         if not self.closed:
             self.closed = True
-            self._on_close(reason)
+            self._on_close(CloseReason(reason))
