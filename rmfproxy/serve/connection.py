@@ -478,7 +478,7 @@ class RtspConnection(asyncio.Protocol):
         access = self.server.access
         if access is None:
             return None
-        banned = self.server.auth_bans.banned_for(self.ip, self._loop.time())
+        banned = self.server.auth_bans.banned_for(self.ip, self.server.clock())
         if banned > 0:
             raise RequestError(
                 503,
@@ -522,7 +522,7 @@ class RtspConnection(asyncio.Protocol):
             reason=failure.value,
         )
         if failure is not AuthFailure.STALE and self.server.auth_bans.failed(
-            self.ip, self._loop.time()
+            self.ip, self.server.clock()
         ):
             log.warning(
                 "rtsp.auth_banned",
@@ -645,6 +645,7 @@ class RtspConnection(asyncio.Protocol):
                 user=user,
                 timeout=self.server.session_timeout,
                 connection_id=self.id,
+                clock=self.server.clock,
             )
             self.server.sessions[session.id] = session
             log.info(
@@ -752,6 +753,7 @@ class RtspConnection(asyncio.Protocol):
             tracks=session.tracks,
             limit=self.server.client_buffer_bytes,
             on_close=lambda reason: self.server.close_session(session, reason),
+            clock=self.server.clock,
         )
         base = self._own_scheme(req.uri).rstrip("/")
         if split_uri(req.uri)[1] is not None:

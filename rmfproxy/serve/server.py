@@ -34,6 +34,9 @@ from rmfproxy.tls import ServerTls
 
 log = structlog.get_logger(__name__)
 
+REAP_INTERVAL = 1.0
+"""Seconds between checks for expired sessions (and due refusal summaries)."""
+
 
 class _RtcpReceiver(asyncio.DatagramProtocol):
     """Receives clients' RTCP over UDP: receiver reports keep sessions alive."""
@@ -75,8 +78,12 @@ class RtspServer:
         tls: ServerTls | None = None,
         tls_host: str = "127.0.0.1",
         tls_port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.resolve = resolve
+        self.clock = clock
+        """Seconds, monotonic: session expiry, slow clients, refusal summaries and bans
+        (connection deadlines are loop timers, on the loop's clock)."""
         self.replay = replay
         """Recorded video (``Require: onvif-replay``); None: such requests get 551."""
         self.replay_prefix = replay_prefix
@@ -234,7 +241,7 @@ class RtspServer:
     ) -> None:
         """Log a refusal once per client address, event and detail per interval, with
         ``count``: the events since the last line (a summary follows from the reaper)."""
-        count = self.refusals.hit((ip, event, detail, level), time.monotonic())
+        count = self.refusals.hit((ip, event, detail, level), self.clock())
         if count is None:
             return
         fields.setdefault("client", ip)
@@ -248,12 +255,17 @@ class RtspServer:
 
     async def _expire_sessions(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for session in list(self.sessions.values()):
-                if session.expired(now):
-                    self.close_session(session, CloseReason.SESSION_TIMEOUT)
-            self._log_suppressed(now)
+            await asyncio.sleep(REAP_INTERVAL)
+            self.reap()
+
+    def reap(self) -> None:
+        """End the sessions their clients stopped keeping alive, and log the refusal
+        summaries that are due (every :data:`REAP_INTERVAL` seconds)."""
+        now = self.clock()
+        for session in list(self.sessions.values()):
+            if session.expired(now):
+                self.close_session(session, CloseReason.SESSION_TIMEOUT)
+        self._log_suppressed(now)
 
     def close_session(self, session: ClientSession, reason: CloseReason) -> None:
         """End a session: detach its sink and forget it (idempotent)."""

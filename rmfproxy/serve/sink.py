@@ -52,6 +52,7 @@ class ClientSink:
         limit: int,
         on_close: Callable[[CloseReason], None],
         stall_drop_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tcp = tcp
         self._udp_rtp = udp_rtp
@@ -60,6 +61,7 @@ class ClientSink:
         self.limit = limit
         self.stall_drop_seconds = stall_drop_seconds
         self._on_close = on_close
+        self._clock = clock
         self.skipping = True  # a new client starts on a keyframe
         self._over_since: float | None = None
         self.packets_sent = 0
@@ -126,7 +128,7 @@ class ClientSink:
         if tcp is None or self._backlog(tcp) <= self.limit:
             self._over_since = None
             return
-        now = time.monotonic()
+        now = self._clock()
         if self._over_since is None:
             self._over_since = now
         elif now - self._over_since > self.stall_drop_seconds:
