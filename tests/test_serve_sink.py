@@ -84,4 +84,6 @@ def test_only_the_server_side_drops_abort_the_connection() -> None:
         CloseReason.CAMERA_REMOVED,
         CloseReason.CAMERA_CHANGED,
     }
-    assert CloseReason("no-source") is CloseReason.NO_SOURCE  # feed.py passes the string
+    # Producers that pass a plain string through MediaSink.close (typed str): feed.py.
+    assert CloseReason("no-source") is CloseReason.NO_SOURCE
+    assert CloseReason("feed-stopped") is CloseReason.FEED_STOPPED

@@ -23,6 +23,10 @@ class CloseReason(StrEnum):
     CAMERA_REMOVED = "camera-removed"
     CAMERA_CHANGED = "camera-changed"
     """The camera was rebuilt by a configuration change."""
+    FEED_STOPPED = "feed-stopped"
+    """The camera's feed stopped (the proxy stops, or the camera is rebuilt)."""
+    CAMERA_STOPPED = "camera-stopped"
+    """A simulated camera stopped (``rmfproxy/sim``)."""
 
     @property
     def drops_connection(self) -> bool:
