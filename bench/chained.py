@@ -46,10 +46,10 @@ import aiohttp
 import uvloop
 
 from bench.switchover import pct, per_switch
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
 from rmfproxy.log import configure_logging
 from rmfproxy.relay.feed import Feed
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 

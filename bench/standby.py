@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import uvloop
 
 from bench.switchover import pct, per_switch
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
 from rmfproxy.log import configure_logging
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.relay.standby import State
 from rmfproxy.sim.encoder import encode_clip
 from rmfproxy.sim.probe import read_rtsp

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import uvloop
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
 from rmfproxy.log import configure_logging
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.recorder import SimRecorder
 from rmfproxy.sim.runner import SimCluster, SimSpec

@@ -184,8 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     configure_logging(cfg.log.format, cfg.log.level)
+    from rmfproxy.app import ListenError, Proxy
     from rmfproxy.archive.store import JournalError
-    from rmfproxy.relay.proxy import ListenError, Proxy
 
     async def run(stop: asyncio.Event) -> int:
         proxy = Proxy(cfg, document=document, path=Path(args.config))

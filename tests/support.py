@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
 
@@ -124,3 +124,24 @@ class LoopStalls:
             t = loop.time()
             await asyncio.sleep(self.TICK)
             self.longest = max(self.longest, loop.time() - t - self.TICK)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test says so (inject it as ``clock=``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def until(check: Callable[[], object], limit: float = 5.0) -> None:
+    """Wait (in short real-time steps) until ``check()`` is true: the server read what was
+    sent. Fails after ``limit`` seconds."""
+    async with asyncio.timeout(limit):
+        while not check():
+            await asyncio.sleep(0.001)

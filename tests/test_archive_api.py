@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from rmfproxy.app import Proxy
 from rmfproxy.archive.report import CoverageReport, iso, parse_time
 from rmfproxy.config import ConfigError, parse_config, parse_duration
-from rmfproxy.relay.proxy import Proxy
 
 CAMERAS = {"lobby": {"sources": [{"url": "rtsp://127.0.0.1:1/a", "name": "r1"}]}}
 

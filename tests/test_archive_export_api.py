@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from rmfproxy.app import Proxy
 from rmfproxy.archive.export import NoFootage
 from rmfproxy.config import parse_config
 from rmfproxy.ops import api as api_module
-from rmfproxy.relay.proxy import Proxy
 
 CAMERAS = {"lobby": {"sources": [{"url": "rtsp://127.0.0.1:1/a", "name": "r1"}]}}
 URL = "/api/v1/cameras/lobby/recording.mp4"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from rmfproxy.app import ListenError, Proxy
 from rmfproxy.config import ConfigError, load_config, parse_config
-from rmfproxy.relay.proxy import ListenError, Proxy
 
 CAMERAS = {"a": {"sources": [{"url": "rtsp://127.0.0.1:1/a"}]}}
 RUN_TIMEOUT = 30

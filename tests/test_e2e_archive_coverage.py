@@ -16,11 +16,11 @@ import structlog
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from rmfproxy.app import Proxy
 from rmfproxy.archive.report import iso, parse_time
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.cli import main
 from rmfproxy.config import load_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import wait_ready
 

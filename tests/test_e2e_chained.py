@@ -28,8 +28,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import LoopStalls, wait_ready

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import structlog
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from tests.support import relay, wait_ready
 

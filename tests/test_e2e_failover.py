@@ -13,8 +13,8 @@ import asyncio
 import pytest
 import structlog
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.camera import StreamStyle
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import pytest
 import structlog
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.marker import RMF_UUID
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec

@@ -32,8 +32,8 @@ import structlog
 import yaml
 from prometheus_client import generate_latest
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.replay_support import annexb_counters

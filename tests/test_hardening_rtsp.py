@@ -29,7 +29,7 @@ from rmfproxy.serve.limits import ServeLimits
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.serve.stream import MediaSink, TrackStart
 from rmfproxy.sim.probe import read_rtsp
-from tests.support import relay, rtsp_exchange
+from tests.support import FakeClock, relay, rtsp_exchange
 
 SDP = (
     "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=stub\r\nt=0 0\r\n"
@@ -442,7 +442,9 @@ async def test_digest_uri_nc_and_connection_are_checked() -> None:
 
 async def test_auth_failures_are_logged_once_per_interval_with_a_count() -> None:
     access = AccessControl([ALICE])
-    async with serving(access=access, limits=ServeLimits(log_interval=0.5)) as server:
+    clock = FakeClock()
+    limits = ServeLimits(log_interval=0.5)
+    async with serving(access=access, limits=limits, clock=clock) as server:
         url = f"rtsp://127.0.0.1:{server.port}/cama"
         bad = (
             'Authorization: Digest username="alice", realm="rmfproxy", nonce="00", '
@@ -460,7 +462,8 @@ async def test_auth_failures_are_logged_once_per_interval_with_a_count() -> None
                 while b"CSeq: 99999" not in got:
                     got += await reader.read(65536)
             assert got.count(b"RTSP/1.0 401 ") == 2 * n
-            await asyncio.sleep(1.6)  # the reaper writes the summary after the interval
+            clock.advance(0.6)
+            server.reap()  # the reaper writes the summary after the interval
             writer.close()
         failed = [e for e in logs if e["event"] == "rtsp.auth_failed"]
         assert len(failed) == 2, failed  # the first, then the summary with the rest
@@ -474,7 +477,8 @@ async def test_auth_failures_are_logged_once_per_interval_with_a_count() -> None
 async def test_repeated_auth_failures_ban_the_address_for_a_while() -> None:
     access = AccessControl([ALICE])
     limits = ServeLimits(auth_ban_after=3, auth_ban_seconds=0.6)
-    async with serving(access=access, limits=limits) as server:
+    clock = FakeClock()
+    async with serving(access=access, limits=limits, clock=clock) as server:
         url = f"rtsp://127.0.0.1:{server.port}/cama"
         rw = await open_conn(server.port)
         _, headers, _ = await rtsp_exchange(server.port, req("DESCRIBE", url), rw)
@@ -489,7 +493,7 @@ async def test_repeated_auth_failures_ban_the_address_for_a_while() -> None:
         raw = req("DESCRIBE", url, 9, f"Authorization: {auth}\r\n")
         status, headers, _ = await rtsp_exchange(server.port, raw, rw)
         assert status == 503 and int(headers["retry-after"]) >= 1
-        await asyncio.sleep(0.7)
+        clock.advance(0.7)
         auth = right.authorization(ch, "DESCRIBE", url)
         raw = req("DESCRIBE", url, 10, f"Authorization: {auth}\r\n")
         assert (await rtsp_exchange(server.port, raw, rw))[0] == 200

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import relay, rtsp_exchange, wait_ready
 

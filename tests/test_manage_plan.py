@@ -371,8 +371,8 @@ def test_pending_cameras_are_noted() -> None:
 async def test_the_api_serves_the_plan_of_the_running_config() -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
+    from rmfproxy.app import Proxy
     from rmfproxy.config import parse_config
-    from rmfproxy.relay.proxy import Proxy
 
     def cam(n: int, standby: bool = True) -> dict[str, object]:
         sources = [{"url": f"rtsp://127.0.0.1:1/{n}", "name": "nvr-a"}]

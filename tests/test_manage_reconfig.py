@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 import yaml
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import load_config, parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import LoopStalls, wait_ready

@@ -17,6 +17,7 @@ import pytest
 import structlog
 import yaml
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import Config, ConfigError, load_document, parse_config
 from rmfproxy.manage import sync
 from rmfproxy.manage.revisions import ConfigChange, ConfigKeeper
@@ -36,7 +37,6 @@ from rmfproxy.manage.sync import (
     merged,
     successor,
 )
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster, SimSpec
 from tests.support import LoopStalls, wait_ready

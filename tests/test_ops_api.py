@@ -19,8 +19,8 @@ import structlog
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.rtp import h264, h265, nal
 from rmfproxy.sim.camera import StreamStyle
 from tests.support import relay

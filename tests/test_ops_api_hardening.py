@@ -26,16 +26,24 @@ import structlog
 from rmfproxy.config import Secret
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.http import MAX_JSON_BODY, MAX_JSON_DEPTH, json_nesting_depth
+from rmfproxy.relay.feed import Feed
 
 TOKEN = "hardening-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SWITCH = "/api/v1/cameras/lobby/switch"
 
 
+def no_source(index: int, listener: Any) -> tuple[str, Any]:
+    raise AssertionError("the stand-in camera has no sources")
+
+
 @asynccontextmanager
-async def api(**kwargs: Any) -> AsyncIterator[tuple[AdminApi, aiohttp.ClientSession, str]]:
-    """The admin API of a proxy with one camera 'lobby' that has no sources."""
-    proxy = SimpleNamespace(feeds={"lobby": SimpleNamespace(slots=[])})
+async def api(
+    feed: Feed | None = None, **kwargs: Any
+) -> AsyncIterator[tuple[AdminApi, aiohttp.ClientSession, str]]:
+    """The admin API of a proxy with one camera 'lobby' that has no sources (never
+    started: no sockets)."""
+    proxy = SimpleNamespace(feeds={"lobby": feed or Feed("lobby", no_source, 0)})
     admin = AdminApi(cast(Any, proxy), cast(Any, None), token=Secret(TOKEN), **kwargs)
     await admin.start("127.0.0.1", 0)
     try:
@@ -139,10 +147,15 @@ async def test_405_carries_allow(method: str, path: str, allowed: set[str]) -> N
 
 
 async def test_a_bug_behind_an_endpoint_is_a_json_500_and_one_log_line() -> None:
-    # The stand-in feed has no switch_to(): an AttributeError, as a bug would be.
+    feed = Feed("lobby", no_source, 0)
+
+    def bug(source: str | None) -> None:
+        raise AttributeError("a bug")
+
+    feed.switch_to = bug  # type: ignore[method-assign]
     with structlog.testing.capture_logs() as logs:
         async with (
-            api() as (_, http, base),
+            api(feed) as (_, http, base),
             http.post(base + SWITCH, json={"source": None}, headers=AUTH) as r,
         ):
             assert r.status == 500

@@ -10,7 +10,7 @@ import pytest
 from rmfproxy.serve.access import AccessControl, User
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.sim.runner import SimCluster, SimSpec
-from tests.support import rtsp_exchange
+from tests.support import FakeClock, rtsp_exchange, until
 
 
 @pytest.fixture
@@ -144,7 +144,8 @@ async def test_unauthenticated_gets_401_and_no_media(recorder: object) -> None:
 
 async def test_session_expires_without_keepalive_and_rtcp_keeps_it(recorder: object) -> None:
     cam = recorder.cameras["cam"]  # type: ignore[attr-defined]
-    server = RtspServer({"cam": cam}.get, session_timeout=1)
+    clock = FakeClock()
+    server = RtspServer({"cam": cam}.get, session_timeout=1, clock=clock)
     await server.start()
     try:
         port = server.port
@@ -160,11 +161,15 @@ async def test_session_expires_without_keepalive_and_rtcp_keeps_it(recorder: obj
             port, req("SETUP", f"{url}/trackID=0", 1, tcp), (reader2, writer2)
         )
         idle_sid = headers["session"].split(";")[0]
-        # Keep the first alive with RTCP receiver reports on its interleaved channel.
+        # Keep the first alive with RTCP receiver reports on its interleaved channel, for
+        # 3 s of the server's clock (its reaper's checks made by hand, each after an RR).
+        keep = server.sessions[keep_sid]
         for _ in range(6):
+            clock.advance(0.5)
             writer.write(b"$\x01\x00\x08\x80\xc9\x00\x01\x00\x00\x00\x01")
             await writer.drain()
-            await asyncio.sleep(0.5)
+            await until(lambda: keep.last_seen == clock.now)
+            server.reap()
         assert keep_sid in server.sessions
         assert idle_sid not in server.sessions
         status, _, _ = await rtsp_exchange(

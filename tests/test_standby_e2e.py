@@ -14,7 +14,7 @@ import asyncio
 import pytest
 import structlog
 
-from rmfproxy.relay.proxy import Proxy
+from rmfproxy.app import Proxy
 from rmfproxy.relay.standby import State
 from rmfproxy.sim.probe import ProbeResult, read_rtsp
 from rmfproxy.sim.runner import SimCluster

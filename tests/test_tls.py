@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import structlog
 
+from rmfproxy.app import ListenError, Proxy
 from rmfproxy.config import ConfigError, parse_config
 from rmfproxy.manage.revisions import restart_only_changes
-from rmfproxy.relay.proxy import ListenError, Proxy
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.serve.stream import MediaSink, TrackStart

@@ -24,6 +24,7 @@ from rmfproxy.rtsp.headers import TransportSpec
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.upstream.backoff import Backoff
+from rmfproxy.upstream.loss import LossReason
 from rmfproxy.upstream.source import RtspSource
 
 SDP = (
@@ -473,13 +474,17 @@ async def test_rtcp_bye_is_lost_and_nothing_follows_it() -> None:
     assert len(listener.packets) == before
 
 
-async def test_error_status_is_lost_with_the_status() -> None:
+async def test_error_status_is_lost_with_the_status_in_the_detail() -> None:
+    # The reason is a bounded value (a metric label downstream); the status is detail.
     rec = FakeRecorder(describe_status=404)
     listener = Listener()
-    async with serve(rec) as url, running(RtspSource(url, listener, backoff=Backoff(5, 5))):
-        await until(lambda: listener.lost)
-    assert listener.lost == ["rtsp-error 404"]
+    with structlog.testing.capture_logs() as logs:
+        async with serve(rec) as url, running(RtspSource(url, listener, backoff=Backoff(5, 5))):
+            await until(lambda: listener.lost)
+    assert listener.lost == [LossReason.RTSP_ERROR] and listener.lost == ["rtsp-error"]
     assert not listener.connected
+    lost = [e for e in logs if e["event"] == "upstream.lost"]
+    assert lost[0]["reason"] == "rtsp-error" and lost[0]["detail"] == "DESCRIBE 404"
 
 
 async def test_refused_connection_is_connect_failed() -> None:
@@ -492,7 +497,7 @@ async def test_refused_connection_is_connect_failed() -> None:
     source = RtspSource(f"rtsp://127.0.0.1:{port}/cam", listener, backoff=fast())
     async with running(source):
         await until(lambda: len(listener.lost) >= 2)
-    assert all(r.startswith("connect-failed: ") for r in listener.lost)
+    assert set(listener.lost) == {LossReason.CONNECT_FAILED}
 
 
 async def test_server_redirect_request_is_lost() -> None:

@@ -19,7 +19,7 @@ Theory of operation.
   the configuration file atomically (a temporary file in the same directory, fsync,
   rename over, fsync of the directory) **before** it is applied, so a crash right
   after leaves the file saying what ran. Then the proxy applies it
-  (:meth:`rmfproxy.relay.proxy.Proxy.apply`): only added, removed and changed cameras
+  (:meth:`rmfproxy.app.Proxy.apply`): only added, removed and changed cameras
   are touched; the others keep their clients.
 - **SIGHUP** re-reads the file the operator edited. A broken file changes nothing:
   the error (with its fields) is logged and the running configuration serves on. The
@@ -145,7 +145,7 @@ def document_of(config: Config) -> dict[str, Any]:
 
 
 class Applier(Protocol):
-    """What the keeper changes: a running proxy (:class:`rmfproxy.relay.proxy.Proxy`)."""
+    """What the keeper changes: a running proxy (:class:`rmfproxy.app.Proxy`)."""
 
     config: Config
 

@@ -47,12 +47,13 @@ from rmfproxy.ops.http import (
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.ops.thumbnail import Thumbnails
 from rmfproxy.ratelimit import RateLimitedLog
-from rmfproxy.relay.feed import Feed, SwitchRecord
+from rmfproxy.relay.feed import Feed
+from rmfproxy.relay.snapshot import FeedSnapshot, SwitchRecord, snapshot
 from rmfproxy.upstream.url import redact
 
 if TYPE_CHECKING:
     from rmfproxy.archive.runner import CoverageJournal
-    from rmfproxy.relay.proxy import Proxy
+    from rmfproxy.ops.view import ProxyView
 
 log = structlog.get_logger(__name__)
 
@@ -81,73 +82,73 @@ def _switch_json(rec: SwitchRecord) -> dict[str, Any]:
     }
 
 
-def camera_json(proxy: Proxy, cam: str, feed: Feed, *, switches: int = 10) -> dict[str, Any]:
-    """A camera's state as the API returns it."""
-    now = feed.clock()
-    cfg = proxy.config.cameras[cam]
-    sources = []
-    for slot in feed.slots:
-        hb = slot.heartbeat
-        age = slot.gop.age(now)
-        sources.append(
-            {
-                "name": slot.name,
-                "priority": slot.index,
-                "url": redact(cfg.sources[slot.index].url),
-                "connected": slot.connected,
-                "compatible": slot.compatible,
-                "healthy": slot.healthy(now),
-                "active": feed.active == slot.index,
-                "last_packet_age_s": None
-                if hb.last_packet is None
-                else round(now - hb.last_packet, 3),
-                "heartbeat_budget_s": round(hb.budget(now), 3),
-                "path_allowance_s": round(hb.path_allowance(now), 3),
-                "path_stalls": hb.stalls(),
-                "rtt_s": None if hb.rtt is None else round(hb.rtt, 4),
-                "frame_interval_s": None if hb.interval is None else round(hb.interval, 4),
-                "packets": slot.packets,
-                "bytes": slot.bytes,
-                "frames": slot.frames,
-                "packets_lost": slot.packets_lost,
-                "packets_dropped": slot.packets_dropped,
-                "bitrate_bps": round(slot.bitrate),
-                "reconnects": slot.source.stats.reconnects if slot.source else 0,
-                "gop_bytes": slot.gop.bytes,
-                "gop_age_s": None if age is None else round(age, 3),
-                "last_loss_reasons": slot.lost_reasons[-5:],
-                "merge": slot.merge_state.value if feed.merger else None,
-                "standby": {
-                    "mode": slot.standby.mode.value,
-                    "state": slot.standby_state.value,
-                    "substream": slot.standby.substream,
-                    "pause_supported": slot.standby.pause_supported,
-                    "promotions": slot.standby.promotions,
-                },
-                "wan_bytes": {"received": slot.wan_received, "sent": slot.wan_sent},
-                "access_units": feed.merger.stats(slot.index) if feed.merger else None,
-                "thumbnail": f"/api/v1/cameras/{cam}/sources/{slot.name}/thumbnail.jpg",
-            }
-        )
-    pending = feed.pending
+def camera_json(
+    snap: FeedSnapshot, urls: list[str], *, sync_conflict: bool, switches: int = 10
+) -> dict[str, Any]:
+    """A camera's state as the API returns it; ``urls``: its sources' configured URLs."""
+    cam = snap.camera
+    sources = [
+        {
+            "name": s.name,
+            "priority": s.index,
+            "url": redact(urls[s.index]),
+            "connected": s.connected,
+            "compatible": s.compatible,
+            "healthy": s.healthy,
+            "active": s.active,
+            "last_packet_age_s": _round(s.last_packet_age, 3),
+            "heartbeat_budget_s": round(s.heartbeat_budget, 3),
+            "path_allowance_s": round(s.path_allowance, 3),
+            "path_stalls": s.path_stalls,
+            "rtt_s": _round(s.rtt, 4),
+            "frame_interval_s": _round(s.frame_interval, 4),
+            "packets": s.packets,
+            "bytes": s.bytes,
+            "frames": s.frames,
+            "packets_lost": s.packets_lost,
+            "packets_dropped": s.packets_dropped,
+            "bitrate_bps": round(s.bitrate),
+            "reconnects": s.reconnects,
+            "gop_bytes": s.gop_bytes,
+            "gop_age_s": _round(s.gop_age, 3),
+            "last_loss_reasons": list(s.loss_reasons),
+            "merge": None if s.merge_state is None else s.merge_state.value,
+            "standby": {
+                "mode": s.standby.mode.value,
+                "state": s.standby.state.value,
+                "substream": s.standby.substream,
+                "pause_supported": s.standby.pause_supported,
+                "promotions": s.standby.promotions,
+            },
+            "wan_bytes": {"received": s.wan_received, "sent": s.wan_sent},
+            "access_units": s.access_units,
+            "thumbnail": f"/api/v1/cameras/{cam}/sources/{s.name}/thumbnail.jpg",
+        }
+        for s in snap.sources
+    ]
+    pending = snap.pending
     return {
         "id": cam,
         "url_path": f"/{cam}",
-        "active": feed.source_name(feed.active),
+        "active": snap.active,
         "pending": None
         if pending is None
-        else {"source": feed.source_name(pending.target), "direction": pending.reason.value},
-        "mode": "auto" if feed.policy.manual is None else "manual",
-        "manual_source": feed.source_name(feed.policy.manual),
-        "healthy": any(s["healthy"] for s in sources),
-        "delivering": feed.delivering(now),
-        "output_stalls": feed.output_stalls,
-        "clients": feed.clients,
-        "no_healthy_source_seconds": round(feed.no_source_seconds, 3),
-        "sync_conflict": cam in proxy.keeper.conflicts,
+        else {"source": pending.source, "direction": pending.direction},
+        "mode": "auto" if snap.manual_source is None else "manual",
+        "manual_source": snap.manual_source,
+        "healthy": snap.healthy_sources > 0,
+        "delivering": snap.delivering,
+        "output_stalls": snap.output_stalls,
+        "clients": snap.clients,
+        "no_healthy_source_seconds": round(snap.no_source_seconds, 3),
+        "sync_conflict": sync_conflict,
         "sources": sources,
-        "switches": [_switch_json(r) for r in reversed(feed.switches[-switches:])],
+        "switches": [_switch_json(r) for r in reversed(snap.switches[-switches:])],
     }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 class AdminApi:
@@ -155,7 +156,7 @@ class AdminApi:
 
     def __init__(
         self,
-        proxy: Proxy,
+        proxy: ProxyView,
         metrics: ProxyMetrics,
         *,
         token: Secret | None,
@@ -237,6 +238,12 @@ class AdminApi:
             log.exception("api.internal_error", path=request.path, method=request.method)
             return error_response(500, "internal error")
 
+    def _camera_json(self, cam: str, snap: FeedSnapshot, switches: int) -> dict[str, Any]:
+        cfg = self.proxy.config.cameras[cam]
+        urls = [s.url for s in cfg.sources]
+        conflict = cam in self.proxy.keeper.conflicts
+        return camera_json(snap, urls, sync_conflict=conflict, switches=switches)
+
     def _feed(self, request: web.Request) -> tuple[str, Feed]:
         cam = request.match_info["camera"]
         feed = self.proxy.feeds.get(cam)
@@ -311,16 +318,9 @@ class AdminApi:
     async def readyz(self, request: web.Request) -> web.Response:
         """Ready when every camera has a healthy source and delivers video, or the grace
         period has passed."""
-        down = [
-            cam
-            for cam, feed in self.proxy.feeds.items()
-            if not any(s.healthy(feed.clock()) for s in feed.slots)
-        ]
-        stalled = [
-            cam
-            for cam, feed in self.proxy.feeds.items()
-            if cam not in down and not feed.delivering(feed.clock())
-        ]
+        snaps = [snapshot(feed) for feed in self.proxy.feeds.values()]
+        down = [s.camera for s in snaps if not s.healthy_sources]
+        stalled = [s.camera for s in snaps if s.healthy_sources and not s.delivering]
         waited = time.monotonic() - self.started
         ready = not (down or stalled) or waited >= self.ready_grace
         body = {
@@ -340,7 +340,7 @@ class AdminApi:
         return web.json_response(
             {
                 "cameras": [
-                    camera_json(self.proxy, cam, feed, switches=5)
+                    self._camera_json(cam, snapshot(feed), switches=5)
                     for cam, feed in self.proxy.feeds.items()
                 ]
             }
@@ -349,7 +349,7 @@ class AdminApi:
     async def camera(self, request: web.Request) -> web.Response:
         """One camera's state with its last 50 switches."""
         cam, feed = self._feed(request)
-        return web.json_response(camera_json(self.proxy, cam, feed, switches=50))
+        return web.json_response(self._camera_json(cam, snapshot(feed), switches=50))
 
     async def switch(self, request: web.Request) -> web.Response:
         """Pin a source (``{"source": "name"}``) or go back to automatic (``{"source": null}``)."""
@@ -363,23 +363,24 @@ class AdminApi:
         source = body["source"]
         if source is not None and not isinstance(source, str):
             return error_response(400, "'source' must be a source name or null")
-        names = [s.name for s in feed.slots]
+        names = [s.name for s in snapshot(feed).sources]
         if source is not None and source not in names:
             return error_response(
                 400, f"camera {cam!r} has no source {source!r}; its sources: {', '.join(names)}"
             )
         feed.switch_to(source)
         log.info("api.switch", camera=cam, source=source or "auto", peer=request.remote)
-        return web.json_response(camera_json(self.proxy, cam, feed, switches=5), status=202)
+        body = self._camera_json(cam, snapshot(feed), switches=5)
+        return web.json_response(body, status=202)
 
     async def thumbnail(self, request: web.Request) -> web.Response:
         """A recent JPEG of one source's picture (from the keyframe of its current GOP)."""
         cam, feed = self._feed(request)
         name = request.match_info["source"]
-        index = next((s.index for s in feed.slots if s.name == name), None)
-        if index is None:
+        source = snapshot(feed).source(name)
+        if source is None:
             return error_response(404, f"camera {cam!r} has no source {name!r}")
-        jpeg = await self.thumbnails.get(feed, index)
+        jpeg = await self.thumbnails.get(feed, source.index)
         if jpeg is None:
             return error_response(503, "no picture from this source yet", **{"Retry-After": "2"})
         cache = f"max-age={max(1, int(self.thumbnails.interval))}"

@@ -1,13 +1,14 @@
 """Prometheus metrics of a running proxy.
 
-Two kinds, both in one registry per :class:`Proxy` (no global state, so tests
+Two kinds, both in one registry per proxy (no global state, so tests
 can run several proxies in one process):
 
 * Counters and gauges that the packet path already keeps as plain integers on
-  the feeds, sources and clients are read at scrape time by a custom collector:
-  no per-packet cost is added for metrics.
-* Switches are events: a callback on every feed counts them and observes the
-  detection time and the switch gap in histograms.
+  the feeds, sources and clients are read at scrape time by a custom collector,
+  through one :func:`rmfproxy.relay.snapshot.snapshot` per feed: no per-packet cost
+  is added for metrics.
+* Switches are events: :meth:`ProxyMetrics.count_switch`, called on every feed's
+  switch, counts them and observes the detection time and the switch gap in histograms.
 
 Labels are bounded by the configuration: ``camera``, ``source`` (its name in
 the config), ``direction`` (failover, failback, manual, initial) and ``reason``
@@ -35,12 +36,12 @@ from prometheus_client.registry import Collector
 
 import rmfproxy
 from rmfproxy.relay.merge import MergeState
+from rmfproxy.relay.snapshot import SwitchRecord, snapshot
 from rmfproxy.relay.standby import Mode
 from rmfproxy.relay.standby import State as StandbyState
 
 if TYPE_CHECKING:
-    from rmfproxy.relay.feed import Feed, SwitchRecord
-    from rmfproxy.relay.proxy import Proxy
+    from rmfproxy.ops.view import ProxyView
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: cardinality only
 
@@ -56,7 +57,7 @@ _AU_OUTCOMES = (("sent", "sent"), ("copy", "copies"), ("broken", "broken"), ("la
 class _FeedCollector(Collector):
     """Reads the feeds' counters at scrape time."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
@@ -213,53 +214,50 @@ class _FeedCollector(Collector):
             labels=cs,
         )
         for cam, feed in self.proxy.feeds.items():
-            now = feed.clock()
-            n_healthy = 0
-            for slot in feed.slots:
-                lv = [cam, slot.name]
-                ok = slot.healthy(now)
-                n_healthy += ok
-                up.add_metric(lv, 1.0 if slot.connected else 0.0)
-                healthy.add_metric(lv, 1.0 if ok else 0.0)
-                active.add_metric(lv, 1.0 if feed.active == slot.index else 0.0)
-                pkts.add_metric(lv, slot.packets)
-                octets.add_metric(lv, slot.bytes)
-                frames.add_metric(lv, slot.frames)
-                lost.add_metric(lv, slot.packets_lost)
-                dropped.add_metric(lv, slot.packets_dropped)
-                bitrate.add_metric(lv, slot.bitrate / 8)
-                reconnects.add_metric(lv, slot.source.stats.reconnects if slot.source else 0)
-                gop.add_metric(lv, slot.gop.bytes)
-                rejected.add_metric(lv, slot.source.stats.rejected_packets if slot.source else 0)
-                budget.add_metric(lv, slot.heartbeat.budget(now))
-                path_stalls.add_metric(lv, slot.heartbeat.stalls())
-                if slot.heartbeat.rtt is not None:
-                    rtt.add_metric(lv, slot.heartbeat.rtt)
-                wan.add_metric([*lv, "received"], slot.wan_received)
-                wan.add_metric([*lv, "sent"], slot.wan_sent)
+            snap = snapshot(feed)
+            for src in snap.sources:
+                lv = [cam, src.name]
+                up.add_metric(lv, 1.0 if src.connected else 0.0)
+                healthy.add_metric(lv, 1.0 if src.healthy else 0.0)
+                active.add_metric(lv, 1.0 if src.active else 0.0)
+                pkts.add_metric(lv, src.packets)
+                octets.add_metric(lv, src.bytes)
+                frames.add_metric(lv, src.frames)
+                lost.add_metric(lv, src.packets_lost)
+                dropped.add_metric(lv, src.packets_dropped)
+                bitrate.add_metric(lv, src.bitrate / 8)
+                reconnects.add_metric(lv, src.reconnects)
+                gop.add_metric(lv, src.gop_bytes)
+                rejected.add_metric(lv, src.udp_rejected_packets)
+                budget.add_metric(lv, src.heartbeat_budget)
+                path_stalls.add_metric(lv, src.path_stalls)
+                if src.rtt is not None:
+                    rtt.add_metric(lv, src.rtt)
+                wan.add_metric([*lv, "received"], src.wan_received)
+                wan.add_metric([*lv, "sent"], src.wan_sent)
                 for mode in Mode:
-                    on = slot.standby.mode is mode
+                    on = src.standby.mode is mode
                     standby_mode.add_metric([*lv, mode.value], 1.0 if on else 0.0)
-                state = slot.standby_state
                 for st_sb in StandbyState:
-                    standby_state.add_metric([*lv, st_sb.value], 1.0 if state is st_sb else 0.0)
-                promotions.add_metric(lv, slot.standby.promotions)
-                if feed.merger is not None:
+                    on = src.standby.state is st_sb
+                    standby_state.add_metric([*lv, st_sb.value], 1.0 if on else 0.0)
+                promotions.add_metric(lv, src.standby.promotions)
+                if src.merge_state is not None:
                     for st in MergeState:
-                        merge.add_metric([*lv, st.value], 1.0 if slot.merge_state is st else 0.0)
-                    st_au = feed.merger.stats(slot.index)
+                        on = src.merge_state is st
+                        merge.add_metric([*lv, st.value], 1.0 if on else 0.0)
+                if src.access_units is not None:
                     for outcome, key in _AU_OUTCOMES:
-                        aus.add_metric([*lv, outcome], st_au[key])
-            clients.add_metric([cam], feed.clients)
-            s, d = feed.fanout.client_packets() if feed.fanout else (0, 0)
-            sent.add_metric([cam], s)
-            slow.add_metric([cam], d)
-            outage.add_metric([cam], feed.no_source_seconds)
-            healthy_n.add_metric([cam], n_healthy)
-            incompatible.add_metric([cam], feed.incompatible_sources)
-            manual.add_metric([cam], 1.0 if feed.policy.manual is not None else 0.0)
-            delivering.add_metric([cam], 1.0 if feed.delivering(now) else 0.0)
-            stalls.add_metric([cam], feed.output_stalls)
+                        aus.add_metric([*lv, outcome], src.access_units[key])
+            clients.add_metric([cam], snap.clients)
+            sent.add_metric([cam], snap.client_packets_sent)
+            slow.add_metric([cam], snap.client_packets_dropped)
+            outage.add_metric([cam], snap.no_source_seconds)
+            healthy_n.add_metric([cam], snap.healthy_sources)
+            incompatible.add_metric([cam], snap.incompatible_sources)
+            manual.add_metric([cam], 1.0 if snap.manual_source is not None else 0.0)
+            delivering.add_metric([cam], 1.0 if snap.delivering else 0.0)
+            stalls.add_metric([cam], snap.output_stalls)
         yield from (budget, path_stalls, rtt)
         yield from (up, healthy, active, pkts, octets, frames, lost, dropped, bitrate)
         yield from (reconnects, gop, clients, sent, slow, outage, healthy_n, incompatible, manual)
@@ -270,7 +268,7 @@ class _FeedCollector(Collector):
 class _ArchiveCollector(Collector):
     """Reads the coverage journal's cached summary at scrape time (never SQLite)."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
@@ -331,7 +329,7 @@ class _ArchiveCollector(Collector):
 class _ServerCollector(Collector):
     """The client-facing server's sessions by listener, at scrape time."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
@@ -355,7 +353,7 @@ class _ServerCollector(Collector):
 class ProxyMetrics:
     """The registry of one proxy, fed by its feeds; serve it with :meth:`exposition`."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -403,20 +401,22 @@ class ProxyMetrics:
         r.register(_FeedCollector(proxy))
         r.register(_ArchiveCollector(proxy))
         r.register(_ServerCollector(proxy))
-        for cam, feed in proxy.feeds.items():
-            # Histograms exported from zero so that the first switch shows in increase().
-            self.detection.labels(cam)
-            self.gap.labels(cam)
-            feed.on_switch.append(self._on_switch)
 
-    def _on_switch(self, feed: Feed, rec: SwitchRecord) -> None:
-        self.switches.labels(feed.camera, rec.reason, rec.cause).inc()
-        self.last_switch.labels(feed.camera).set(rec.at)
+    def add_camera(self, camera: str) -> None:
+        """Export a camera's switch histograms from zero, so that its first switch shows
+        in ``increase()``."""
+        self.detection.labels(camera)
+        self.gap.labels(camera)
+
+    def count_switch(self, camera: str, rec: SwitchRecord) -> None:
+        """One switch of ``camera`` (the composition root subscribes this to its feed)."""
+        self.switches.labels(camera, rec.reason, rec.cause).inc()
+        self.last_switch.labels(camera).set(rec.at)
         if rec.reason == "initial":
             return
         if rec.reason == "failover":
-            self.detection.labels(feed.camera).observe(rec.detection_s)
-        self.gap.labels(feed.camera).observe(rec.gap_s)
+            self.detection.labels(camera).observe(rec.detection_s)
+        self.gap.labels(camera).observe(rec.gap_s)
 
     async def watch_loop_lag(self) -> None:
         """Probe the event loop's lag until cancelled."""

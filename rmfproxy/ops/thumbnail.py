@@ -1,10 +1,10 @@
 """Thumbnails of each source, for the status page, decoded off the packet path.
 
-The keyframe access unit at the start of a source's current GOP (see
-:class:`rmfproxy.serve.gop.GopBuffer`) is copied on the event loop (a few
-hundred kilobytes at most), then decoded with PyAV and encoded as a small JPEG
-in a worker thread. Results are cached per source for ``interval`` seconds, so
-a page polled by many browsers costs one decode per source per interval.
+The keyframe access unit at the start of a source's current GOP is copied on the
+event loop (:func:`rmfproxy.relay.snapshot.keyframe`), then decoded with PyAV and
+encoded as a small JPEG in a worker thread. Results are cached per source for
+``interval`` seconds, so a page polled by many browsers costs one decode per source
+per interval.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import cast
 import av
 
 from rmfproxy.relay.feed import Feed
+from rmfproxy.relay.snapshot import KeyframeSnapshot, keyframe
 from rmfproxy.rtp import h264, h265
 from rmfproxy.rtp import packet as rtp
 from rmfproxy.rtp.nal import Depacketizer, to_annexb
@@ -25,46 +26,31 @@ from rmfproxy.rtp.nal import Depacketizer, to_annexb
 WIDTH = 320
 """Thumbnail width in pixels (height keeps the aspect ratio)."""
 
-_CODECS = {"H264": ("h264", h264.depacketizer), "H265": ("hevc", h265.depacketizer)}
+_CODECS = {
+    "H264": ("h264", h264.FORMAT, h264.depacketizer),
+    "H265": ("hevc", h265.FORMAT, h265.depacketizer),
+}
 _CODECS["HEVC"] = _CODECS["H265"]
 
 
-def keyframe_access_unit(feed: Feed, source: int) -> tuple[str, bytes] | None:
-    """The codec name and Annex B bytes of the keyframe starting the source's current GOP."""
-    track = feed.video_track
-    encoding = feed.video_encoding()
-    if track is None or encoding is None:
+def keyframe_access_unit(key: KeyframeSnapshot) -> tuple[str, bytes] | None:
+    """The codec name and Annex B bytes of a keyframe access unit, parameter sets first."""
+    codec = _CODECS.get(key.encoding)
+    if codec is None:
         return None
-    codec = _CODECS.get(encoding)
-    slot = feed.slots[source]
-    if codec is None or not slot.gop.valid:
-        return None
-    name, make = codec
+    name, fmt, make = codec
     depay: Depacketizer = make()
     nals: list[bytes] = []
-    first_ts: int | None = None
-    for t, pkt in slot.gop.packets:
-        if t != track:
-            continue
-        try:
-            start, end = rtp.payload_span(pkt)
-        except ValueError:
-            continue
-        if first_ts is not None and rtp.timestamp(pkt) != first_ts and nals:
-            break  # the next AU began (a source without marker bits)
-        first_ts = rtp.timestamp(pkt) if first_ts is None else first_ts
+    for pkt in key.packets:
+        start, end = rtp.payload_span(pkt)
         nals.extend(depay.push(memoryview(pkt)[start:end]))
-        if pkt[1] & 0x80:  # marker: the access unit is complete
-            break
     if not nals:
         return None
-    if feed.merger is not None:
-        # A recorder that sends its parameter sets only in the SDP, or every few seconds:
-        # the keyframe decodes with the last ones it sent.
-        fmt = feed.merger.fmt
-        have = {fmt.nal_type(n) for n in nals if len(n) >= fmt.header_len}
-        params = feed.merger.parameter_sets(source)
-        nals = [params[p] for p in fmt.param_types if p not in have and p in params] + nals
+    # A recorder that sends its parameter sets only in the SDP, or every few seconds:
+    # the keyframe decodes with the last ones it sent.
+    have = {fmt.nal_type(n) for n in nals if len(n) >= fmt.header_len}
+    params = key.parameter_sets
+    nals = [params[p] for p in fmt.param_types if p not in have and p in params] + nals
     return name, to_annexb(nals)
 
 
@@ -127,7 +113,8 @@ class Thumbnails:
             del self._busy[key]
 
     async def _render(self, feed: Feed, source: int) -> bytes | None:
-        au = keyframe_access_unit(feed, source)
+        key = keyframe(feed, source)
+        au = None if key is None else keyframe_access_unit(key)
         if au is None:
             return None
         self.renders += 1

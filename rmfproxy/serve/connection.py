@@ -46,6 +46,7 @@ from rmfproxy.rtsp.headers import (
     parse_transports,
 )
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.deadlines import ConnectionDeadlines
 from rmfproxy.serve.replay import (
     REPLAY_TAG,
@@ -213,7 +214,7 @@ class RtspConnection(asyncio.Protocol):
             self._timer = None
         for session in list(self.sessions.values()):
             if session.uses_tcp:
-                self.server.close_session(session, "connection-closed")
+                self.server.close_session(session, CloseReason.CONNECTION_CLOSED)
         self.sessions.clear()
         self.transport = None
 
@@ -477,7 +478,7 @@ class RtspConnection(asyncio.Protocol):
         access = self.server.access
         if access is None:
             return None
-        banned = self.server.auth_bans.banned_for(self.ip, self._loop.time())
+        banned = self.server.auth_bans.banned_for(self.ip, self.server.clock())
         if banned > 0:
             raise RequestError(
                 503,
@@ -521,7 +522,7 @@ class RtspConnection(asyncio.Protocol):
             reason=failure.value,
         )
         if failure is not AuthFailure.STALE and self.server.auth_bans.failed(
-            self.ip, self._loop.time()
+            self.ip, self.server.clock()
         ):
             log.warning(
                 "rtsp.auth_banned",
@@ -644,6 +645,7 @@ class RtspConnection(asyncio.Protocol):
                 user=user,
                 timeout=self.server.session_timeout,
                 connection_id=self.id,
+                clock=self.server.clock,
             )
             self.server.sessions[session.id] = session
             log.info(
@@ -751,6 +753,7 @@ class RtspConnection(asyncio.Protocol):
             tracks=session.tracks,
             limit=self.server.client_buffer_bytes,
             on_close=lambda reason: self.server.close_session(session, reason),
+            clock=self.server.clock,
         )
         base = self._own_scheme(req.uri).rstrip("/")
         if split_uri(req.uri)[1] is not None:
@@ -835,6 +838,6 @@ class RtspConnection(asyncio.Protocol):
     def _on_teardown(self, req: Request, headers: Headers) -> Response:
         session = self._session_for(req)
         if session is not None:
-            self.server.close_session(session, "teardown")
+            self.server.close_session(session, CloseReason.TEARDOWN)
             self.sessions.pop(session.id, None)
         return Response(200, headers=headers)

@@ -24,6 +24,7 @@ import structlog
 from rmfproxy import localports
 from rmfproxy.ratelimit import RateLimitedLog
 from rmfproxy.serve.access import AccessControl
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.connection import RtspConnection
 from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
 from rmfproxy.serve.replay import ReplayProvider, ReplayStream
@@ -32,6 +33,9 @@ from rmfproxy.serve.stream import MediaStream
 from rmfproxy.tls import ServerTls
 
 log = structlog.get_logger(__name__)
+
+REAP_INTERVAL = 1.0
+"""Seconds between checks for expired sessions (and due refusal summaries)."""
 
 
 class _RtcpReceiver(asyncio.DatagramProtocol):
@@ -74,8 +78,12 @@ class RtspServer:
         tls: ServerTls | None = None,
         tls_host: str = "127.0.0.1",
         tls_port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.resolve = resolve
+        self.clock = clock
+        """Seconds, monotonic: session expiry, slow clients, refusal summaries and bans
+        (connection deadlines are loop timers, on the loop's clock)."""
         self.replay = replay
         """Recorded video (``Require: onvif-replay``); None: such requests get 551."""
         self.replay_prefix = replay_prefix
@@ -233,7 +241,7 @@ class RtspServer:
     ) -> None:
         """Log a refusal once per client address, event and detail per interval, with
         ``count``: the events since the last line (a summary follows from the reaper)."""
-        count = self.refusals.hit((ip, event, detail, level), time.monotonic())
+        count = self.refusals.hit((ip, event, detail, level), self.clock())
         if count is None:
             return
         fields.setdefault("client", ip)
@@ -247,14 +255,19 @@ class RtspServer:
 
     async def _expire_sessions(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for session in list(self.sessions.values()):
-                if session.expired(now):
-                    self.close_session(session, "session-timeout")
-            self._log_suppressed(now)
+            await asyncio.sleep(REAP_INTERVAL)
+            self.reap()
 
-    def close_session(self, session: ClientSession, reason: str) -> None:
+    def reap(self) -> None:
+        """End the sessions their clients stopped keeping alive, and log the refusal
+        summaries that are due (every :data:`REAP_INTERVAL` seconds)."""
+        now = self.clock()
+        for session in list(self.sessions.values()):
+            if session.expired(now):
+                self.close_session(session, CloseReason.SESSION_TIMEOUT)
+        self._log_suppressed(now)
+
+    def close_session(self, session: ClientSession, reason: CloseReason) -> None:
         """End a session: detach its sink and forget it (idempotent)."""
         if session.state is State.CLOSED:
             return
@@ -270,13 +283,13 @@ class RtspServer:
                 del self.udp_peers[addr]
         for conn in self.connections:
             if conn.id == session.connection_id and conn.transport is not None:
-                if reason in ("client-stalled", "no-source", "camera-removed", "camera-changed"):
+                if reason.drops_connection:
                     conn.transport.abort()
                 else:
                     conn.rearm()  # without a session, the idle timeout applies again
         log.info("rtsp.session_closed", camera=session.path, session=session.id[:6], reason=reason)
 
-    def close_camera_sessions(self, camera: str, reason: str) -> int:
+    def close_camera_sessions(self, camera: str, reason: CloseReason) -> int:
         """End every session on ``camera`` (live and replay, also under the replay
         prefix) and drop their connections; how many there were."""
         paths = {camera, f"{self.replay_prefix}{camera}"} if self.replay_prefix else {camera}
@@ -301,7 +314,7 @@ class RtspServer:
         for server in servers:
             server.close()
         for session in list(self.sessions.values()):
-            self.close_session(session, "server-shutdown")
+            self.close_session(session, CloseReason.SERVER_SHUTDOWN)
         self.close_connections()
         for server in servers:
             await server.wait_closed()

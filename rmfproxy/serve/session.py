@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rmfproxy.serve.sink import ClientSink, TcpTrack, UdpTrack
@@ -50,11 +51,16 @@ class ClientSession:
     tracks: dict[int, TcpTrack | UdpTrack] = field(default_factory=dict)
     state: State = State.READY
     sink: ClientSink | None = None
-    last_seen: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    """The server's clock (a test's fake one moves only when told)."""
+    last_seen: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last_seen = self.clock()
 
     def touch(self) -> None:
         """Any request or RTCP receiver report keeps the session alive (ONVIF streaming §5.2)."""
-        self.last_seen = time.monotonic()
+        self.last_seen = self.clock()
 
     def expired(self, now: float) -> bool:
         """True once nothing was heard from the client for the announced timeout."""

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rmfproxy.serve.close_reason import CloseReason
+
 _INTERLEAVED = struct.Struct(">cBH")
 
 
@@ -48,8 +50,9 @@ class ClientSink:
         udp_rtcp: asyncio.DatagramTransport | None,
         tracks: dict[int, TcpTrack | UdpTrack],
         limit: int,
-        on_close: Callable[[str], None],
+        on_close: Callable[[CloseReason], None],
         stall_drop_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tcp = tcp
         self._udp_rtp = udp_rtp
@@ -58,6 +61,7 @@ class ClientSink:
         self.limit = limit
         self.stall_drop_seconds = stall_drop_seconds
         self._on_close = on_close
+        self._clock = clock
         self.skipping = True  # a new client starts on a keyframe
         self._over_since: float | None = None
         self.packets_sent = 0
@@ -124,11 +128,11 @@ class ClientSink:
         if tcp is None or self._backlog(tcp) <= self.limit:
             self._over_since = None
             return
-        now = time.monotonic()
+        now = self._clock()
         if self._over_since is None:
             self._over_since = now
         elif now - self._over_since > self.stall_drop_seconds:
-            self.close("client-stalled")
+            self.close(CloseReason.CLIENT_STALLED)
 
     def deliver_rtcp(self, track: int, packet: bytes) -> None:
         """Send an RTCP packet (skipped while the client is behind)."""
@@ -143,7 +147,8 @@ class ClientSink:
             self._udp_rtcp.sendto(packet, dest.rtcp_addr)
 
     def close(self, reason: str) -> None:
-        """Stop delivering; the owning session decides what else to tear down."""
+        """Stop delivering; the owning session decides what else to tear down. ``reason``:
+        a :class:`CloseReason` (typed ``str`` as in ``MediaSink``, whose callers pass one)."""
         if not self.closed:
             self.closed = True
-            self._on_close(reason)
+            self._on_close(CloseReason(reason))

@@ -33,6 +33,7 @@ from rmfproxy.rtp import h264, h265, rtcp
 from rmfproxy.rtp import packet as rtp
 from rmfproxy.rtp.seqnum import ts_add, ts_lt
 from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.fanout import Fanout
 from rmfproxy.serve.stream import MediaSink, TrackStart
 from rmfproxy.sim.archive import CameraArchive
@@ -239,7 +240,7 @@ class SimCamera:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.fanout.close_all("camera-stopped")
+        self.fanout.close_all(CloseReason.CAMERA_STOPPED)
 
     async def _run(self) -> None:
         fps = self.clip.fps

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
+from rmfproxy.app import Proxy
 from rmfproxy.config import parse_config
 from rmfproxy.relay.feed import Feed
-from rmfproxy.relay.proxy import Proxy
 from rmfproxy.sim.runner import SimCluster, SimSpec
 
 LAYOUT = {"primary-a": ["lobby", "gate"], "primary-b": ["dock", "yard"]}

@@ -27,7 +27,7 @@ from rmfproxy.rtsp.errors import ParseError
 from rmfproxy.rtsp.headers import TransportSpec, parse_transports
 from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.sim.impair import Flow, LinkStats, Shaper
-from rmfproxy.upstream.source import Lost
+from rmfproxy.upstream.loss import Lost
 from rmfproxy.upstream.source import _bind_pair as bind_pair  # the one pair binder
 
 log = structlog.get_logger(__name__)

@@ -64,6 +64,7 @@ from rmfproxy.rtsp.message import Headers, Request, Response, StreamParser
 from rmfproxy.rtsp.sdp import SessionDescription, resolve_control
 from rmfproxy.tls import client_context
 from rmfproxy.upstream.backoff import Backoff
+from rmfproxy.upstream.loss import Loss, LossReason, Lost
 from rmfproxy.upstream.udp_pin import UdpPin, Verdict
 from rmfproxy.upstream.url import host_port, is_tls, split_credentials
 
@@ -85,8 +86,6 @@ recorder is noticed within this plus ``request_timeout`` (about 100 bytes each w
 PAUSE_GRACE = 1.0
 """Seconds after a PAUSE reply within which media still in flight is expected; RTP later
 than that means the server ignored the PAUSE (``pause_ignored``)."""
-PARKED = "parked"
-"""The reason a session ends when :meth:`RtspSource.park` replaces it (not reported)."""
 REJECT_LOG_INTERVAL = 10.0
 """At most one log line per source per this many seconds about rejected datagrams."""
 RTT_SAMPLES = 8
@@ -105,8 +104,9 @@ class SourceListener(Protocol):
     def on_packet(self, track: int, rtcp: bool, data: bytearray) -> None:
         """One RTP or RTCP packet (the hot path); ``data`` is the receiver's to keep."""
 
-    def on_lost(self, reason: str) -> None:
-        """The session ended (or never started); a reconnect follows after a backoff delay."""
+    def on_lost(self, reason: LossReason) -> None:
+        """The session ended (or never started); a reconnect follows after a backoff delay.
+        The loss's detail is logged here, never passed on (it is no label value)."""
 
 
 class StandbyListener(SourceListener, Protocol):
@@ -114,14 +114,6 @@ class StandbyListener(SourceListener, Protocol):
 
     def on_ready(self, sdp: SessionDescription) -> None:
         """SETUP succeeded and the session waits in READY without media (no PLAY sent)."""
-
-
-class Lost(Exception):
-    """The session ended for ``reason`` (a short, credential-free string)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -169,7 +161,7 @@ class _Conn(asyncio.Protocol):
         self.parser = StreamParser(source._on_frame, max_body_bytes=256 << 10)
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[Response]] = {}
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[Loss] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -189,17 +181,20 @@ class _Conn(asyncio.Protocol):
                 self.source.stats.protocol_errors += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lose("tcp-closed" if exc is None else f"tcp-error {type(exc).__name__}")
+        if exc is None:
+            self.lose(LossReason.TCP_CLOSED)
+        else:
+            self.lose(LossReason.TCP_ERROR, type(exc).__name__)
 
-    def lose(self, reason: str) -> None:
+    def lose(self, reason: LossReason, detail: str = "") -> None:
         """End the session with ``reason`` (the first reason wins)."""
         if self.closed.done():
             return
-        self.closed.set_result(reason)
+        self.closed.set_result(Loss(reason, detail))
         self.source._early = []  # stop delivering at once: the session is over
         for fut in self.pending.values():
             if not fut.done():
-                fut.set_exception(Lost(reason))
+                fut.set_exception(Lost(reason, detail))
         self.pending.clear()
 
     def write(self, data: bytes) -> None:
@@ -340,10 +335,10 @@ class RtspSource:
         try:
             while not self._closing:
                 delivered_before = self.stats.packets
-                reason = await self._session_reason()
+                loss = await self._session_end()
                 if self._closing:
                     return
-                if reason == PARKED:
+                if loss.reason is LossReason.PARKED:
                     continue  # park(): set a new session up at once (not a loss)
                 if self.stats.packets > delivered_before:
                     self.backoff.reset()  # that session worked: retry quickly
@@ -352,48 +347,49 @@ class RtspSource:
                     "upstream.lost",
                     source=self.name,
                     url=self.url,
-                    reason=reason,
+                    reason=loss.reason,
+                    detail=loss.detail or None,
                     retry_in=round(delay, 3),
                 )
-                self.listener.on_lost(reason)
+                self.listener.on_lost(loss.reason)
                 await asyncio.sleep(delay)
                 self.stats.reconnects += 1
         finally:
             self._close_connection()
             self._task = None
 
-    async def _session_reason(self) -> str:
-        """Run one session to its end; the reason it ended. Only cancellation escapes."""
+    async def _session_end(self) -> Loss:
+        """Run one session to its end; how it ended. Only cancellation escapes."""
         try:
             return await self._one_session()
         except Lost as lost:
-            return lost.reason
+            return lost.loss
         except TimeoutError:
-            return "timeout"
+            return Loss(LossReason.TIMEOUT)
         except OSError as exc:
-            return f"io-error: {exc.strerror or type(exc).__name__}"
+            return Loss(LossReason.IO_ERROR, exc.strerror or type(exc).__name__)
         except (ValueError, IndexError, UnicodeError) as exc:
             # Malformed SDP, Transport, Session...: the parsers' messages carry no secret,
             # but keep the reason short and stable.
             log.info("upstream.protocol_error", source=self.name, error=str(exc)[:200])
-            return f"protocol-error: {type(exc).__name__}"
+            return Loss(LossReason.PROTOCOL_ERROR, type(exc).__name__)
         except Exception as exc:
             # A bug must not stop this camera for good: log it with context and retry.
             log.exception("upstream.internal_error", source=self.name, url=self.url)
-            return f"internal-error: {type(exc).__name__}"
+            return Loss(LossReason.INTERNAL_ERROR, type(exc).__name__)
         finally:
             self._close_connection()
 
-    async def _one_session(self) -> str:
+    async def _one_session(self) -> Loss:
         conn = await self._connect()
         options = await self._request("OPTIONS", self.url, check=False)
         public = parse_public(options.headers.get("Public") or "") if options.status < 300 else []
         resp = await self._request("DESCRIBE", self.url, {"Accept": "application/sdp"})
         if not resp.body:
-            raise Lost("protocol-error: DESCRIBE without SDP")
+            raise Lost(LossReason.PROTOCOL_ERROR, "DESCRIBE without SDP")
         sdp = SessionDescription.parse(resp.body.decode("utf-8", "replace"))
         if not sdp.media:
-            raise Lost("protocol-error: SDP without media")
+            raise Lost(LossReason.PROTOCOL_ERROR, "SDP without media")
         # RFC 2326 §C.1.1: controls are relative to Content-Base, else Content-Location,
         # else the request URL.
         base = resp.headers.get("Content-Base") or resp.headers.get("Content-Location")
@@ -475,7 +471,8 @@ class RtspSource:
         try:
             await self._request("PLAY", url)
         except (Lost, TimeoutError) as exc:
-            conn.lose(exc.reason if isinstance(exc, Lost) else "timeout")
+            loss = _loss_of(exc)
+            conn.lose(loss.reason, loss.detail)
             return False
         if conn.closed.done():
             return False
@@ -497,7 +494,8 @@ class RtspSource:
         try:
             resp = await self._request("PAUSE", url, check=False)
         except (Lost, TimeoutError) as exc:
-            conn.lose(exc.reason if isinstance(exc, Lost) else "timeout")
+            loss = _loss_of(exc)
+            conn.lose(loss.reason, loss.detail)
             return "lost"
         if not 200 <= resp.status < 300:
             log.info("upstream.pause_refused", source=self.name, status=resp.status)
@@ -520,7 +518,7 @@ class RtspSource:
             with contextlib.suppress(Lost, TimeoutError, OSError, ValueError):
                 async with asyncio.timeout(TEARDOWN_TIMEOUT):
                     await self._send("TEARDOWN", url, None)  # RFC 2326 §10.7
-        conn.lose(PARKED)
+        conn.lose(LossReason.PARKED)
 
     @property
     def running(self) -> bool:
@@ -547,11 +545,12 @@ class RtspSource:
                         lambda: _Conn(self), self._host, self._port
                     )
         except TimeoutError:
-            raise Lost("connect-failed: timeout") from None
+            raise Lost(LossReason.CONNECT_FAILED, "timeout") from None
         except ssl.SSLError as exc:
             raise self._tls_refused(exc) from None
         except OSError as exc:
-            raise Lost(f"connect-failed: {exc.strerror or type(exc).__name__}") from None
+            why = exc.strerror or type(exc).__name__
+            raise Lost(LossReason.CONNECT_FAILED, why) from None
         self._conn = conn
         return conn
 
@@ -559,13 +558,13 @@ class RtspSource:
         """The TLS handshake failed: one error line saying why, and the lost reason
         (``tls-verify-failed`` for a certificate we do not trust, else ``tls-failed``)."""
         if isinstance(exc, ssl.SSLCertVerificationError):
-            lost = "tls-verify-failed"
+            lost = LossReason.TLS_VERIFY_FAILED
             why = f"certificate verify failed: {exc.verify_message}"
         else:
-            lost = "tls-failed"
+            lost = LossReason.TLS_FAILED
             why = str(exc.reason or type(exc).__name__).lower().replace("_", " ")
         log.error("upstream.tls_refused", source=self.name, url=self.url, reason=why[:200])
-        return Lost(lost)
+        return Lost(lost, why[:200])
 
     async def _setup(self, conn: _Conn, track: int, url: str) -> None:
         """SETUP one track in the session (RFC 2326 §10.4)."""
@@ -578,7 +577,7 @@ class RtspSource:
         resp = await self._request("SETUP", url, {"Transport": spec.serialize()})
         session = resp.headers.get("Session")
         if session is None:
-            raise Lost("protocol-error: SETUP reply without Session")
+            raise Lost(LossReason.PROTOCOL_ERROR, "SETUP reply without Session")
         if self._session is None:
             self._session = SessionHeader.parse(session)
         value = resp.headers.get("Transport")
@@ -654,8 +653,8 @@ class RtspSource:
     ) -> Response:
         """Send a request and wait for its reply, answering one 401 with credentials.
 
-        A second 401 is ``Lost("auth-failed")``; with ``check`` any other non-2xx status is
-        ``Lost("rtsp-error <status>")``. No reply within ``request_timeout``: ``TimeoutError``.
+        A second 401 is ``Lost(AUTH_FAILED)``; with ``check`` any other non-2xx status is
+        ``Lost(RTSP_ERROR, "<status>")``. No reply within ``request_timeout``: ``TimeoutError``.
         """
         resp = await self._send(method, url, extra)
         if resp.status == 401:
@@ -663,12 +662,12 @@ class RtspSource:
             # challenge that now fails (e.g. a stale nonce after reconnecting) is replaced.
             challenge = self._pick_challenge(resp)
             if challenge is None or self._user is None:
-                raise Lost("auth-failed")
+                raise Lost(LossReason.AUTH_FAILED, "no credentials for the challenge")
             self._challenge = challenge
             self._digest = DigestClient(self._user, self._password)
             resp = await self._send(method, url, extra)
             if resp.status == 401:
-                raise Lost("auth-failed")
+                raise Lost(LossReason.AUTH_FAILED, "credentials refused")
         if check and not 200 <= resp.status < 300:
             log.info(
                 "upstream.rtsp_error",
@@ -677,13 +676,14 @@ class RtspSource:
                 status=resp.status,
                 reason=resp.reason[:60],
             )
-            raise Lost(f"rtsp-error {resp.status}")
+            raise Lost(LossReason.RTSP_ERROR, f"{method} {resp.status}")
         return resp
 
     async def _send(self, method: str, url: str, extra: dict[str, str] | None) -> Response:
         conn = self._conn
         if conn is None or conn.closed.done():
-            raise Lost(conn.closed.result() if conn is not None else "tcp-closed")
+            loss = conn.closed.result() if conn is not None else Loss(LossReason.TCP_CLOSED)
+            raise Lost(loss.reason, loss.detail)
         self._cseq += 1
         cseq = self._cseq
         headers = Headers({"CSeq": str(cseq), "User-Agent": self.user_agent})
@@ -731,7 +731,7 @@ class RtspSource:
         conn.write(Response(200, headers=headers).serialize())
         if req.method.upper() == "REDIRECT":
             # §10.10: the server wants us elsewhere; reconnecting is the safe answer.
-            conn.lose("redirect")
+            conn.lose(LossReason.REDIRECT)
 
     async def _keepalive(self, conn: _Conn, interval: float, method: str, url: str) -> None:
         """Keep the session alive (RFC 2326 §12.37) and probe the server for replies. A
@@ -742,14 +742,14 @@ class RtspSource:
             try:
                 resp = await self._request(method, url, check=False)
             except (TimeoutError, Lost):
-                conn.lose("keepalive-failed")
+                conn.lose(LossReason.KEEPALIVE_FAILED)
                 return
             except Exception:
                 log.exception("upstream.keepalive_error", source=self.name)
-                conn.lose("keepalive-failed")
+                conn.lose(LossReason.KEEPALIVE_FAILED)
                 return
             if resp.status == 454:  # Session Not Found: the server forgot us
-                conn.lose("keepalive-failed")
+                conn.lose(LossReason.KEEPALIVE_FAILED)
                 return
 
     async def _receiver_reports(self) -> None:
@@ -810,7 +810,7 @@ class RtspSource:
         if is_rtcp:
             # RFC 3550 §6.6: BYE means this source is leaving.
             if rtcp.is_rtcp_bye(data) and self._conn is not None:
-                self._conn.lose("rtcp-bye")
+                self._conn.lose(LossReason.RTCP_BYE)
                 return
         else:
             st.last_packet_time = time.monotonic()
@@ -847,7 +847,7 @@ class RtspSource:
         self._paused_at = 0.0
         self._rr_sinks = []
         if conn is not None:
-            conn.lose("closed")
+            conn.lose(LossReason.CLOSED)
             if conn.transport is not None:
                 conn.transport.abort()
         for t in self._udp:
@@ -857,6 +857,11 @@ class RtspSource:
             self.local_ports.unregister(p)
         self._udp_ports = []
         self._pins = []
+
+
+def _loss_of(exc: Lost | TimeoutError) -> Loss:
+    """What a request that failed with ``exc`` means for its session."""
+    return exc.loss if isinstance(exc, Lost) else Loss(LossReason.TIMEOUT)
 
 
 def _bind_pair(family: int, local: str) -> tuple[socket.socket, socket.socket]:
@@ -878,7 +883,7 @@ def _bind_pair(family: int, local: str) -> tuple[socket.socket, socket.socket]:
             # Room for a keyframe burst while the loop is busy elsewhere.
             s1.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         return s1, s2
-    raise Lost("udp-bind-failed")
+    raise Lost(LossReason.UDP_BIND_FAILED)
 
 
 def _is_ip(text: str) -> bool:

@@ -1,4 +1,5 @@
-"""The proxy application: one feed per configured camera behind one RTSP server."""
+"""The composition root: one feed per configured camera behind one RTSP server, with
+the admin API, metrics, coverage journal and pair sync wired around them."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from rmfproxy.relay.feed import Feed, StandbySpec, _Listener, _SubListener
 from rmfproxy.relay.standby import Mode
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.limits import ServeLimits
 from rmfproxy.serve.server import RtspServer, TlsListenError
 from rmfproxy.tls import ServerTls, client_context
@@ -137,6 +139,8 @@ class Proxy:
             self.keeper.enable_sync(node, config.sync.peer, token)
             self.sync = PeerFollower(self.keeper, config.sync.peer, token)
         self.metrics = ProxyMetrics(self)
+        for cam_id, feed in self.feeds.items():
+            self._measure(cam_id, feed)
         self.metrics.registry.register(SyncCollector(lambda: self.keeper, lambda: self.sync))
         self.api: AdminApi | None = None
         if config.api.enabled:
@@ -271,6 +275,12 @@ class Proxy:
             outage_limit=cam.outage_limit,
         )
 
+    def _measure(self, cam_id: str, feed: Feed) -> None:
+        """Count ``feed``'s switches in the metrics (every feed made, at start or by
+        :meth:`apply`)."""
+        self.metrics.add_camera(cam_id)
+        feed.on_switch.append(lambda _, rec: self.metrics.count_switch(cam_id, rec))
+
     async def apply(self, new: Config) -> ConfigChange:
         """Apply ``new`` while running: cameras added, removed or changed take effect,
         the others are not touched (their clients keep streaming); users and their
@@ -293,11 +303,13 @@ class Proxy:
             self.reload_tls()  # the certificate's paths changed: in use from now on
         for cam in [*change.removed, *change.changed]:
             feed = self.feeds.pop(cam)
-            why = "camera-removed" if cam in change.removed else "camera-changed"
+            removed = cam in change.removed
+            why = CloseReason.CAMERA_REMOVED if removed else CloseReason.CAMERA_CHANGED
             self.server.close_camera_sessions(cam, why)
             await feed.stop()
         for cam in [*change.changed, *change.added]:
             feed = self._make_feed(cam, new.cameras[cam])
+            self._measure(cam, feed)
             self.feeds[cam] = feed
             feed.start()
         ordered = [(cam, self.feeds[cam]) for cam in new.cameras]
