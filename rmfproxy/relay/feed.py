@@ -28,8 +28,10 @@ from rmfproxy.relay.slot import SourceSlot
 from rmfproxy.relay.standby import Action, Mode, Standby
 from rmfproxy.relay.switch_record import SwitchRecord
 from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.fanout import Fanout
 from rmfproxy.serve.stream import MediaSink, TrackStart
+from rmfproxy.upstream.loss import LossReason
 from rmfproxy.upstream.source import RtspSource
 
 __all__ = ["Feed", "SourceSlot", "StandbySpec", "SwitchRecord"]
@@ -62,7 +64,7 @@ class _Listener:
         if core.controls:  # a switch: the source it left stands by again
             feed._start_controls()
 
-    def on_lost(self, reason: str) -> None:
+    def on_lost(self, reason: LossReason) -> None:
         feed = self.feed
         feed.core.on_lost(self.index, reason, feed.clock())
         feed._after_event()
@@ -88,7 +90,7 @@ class _SubListener:
     def on_packet(self, track: int, rtcp: bool, data: bytearray) -> None:
         self.feed.core.on_substream_packet(self.index, rtcp, data, self.feed.clock())
 
-    def on_lost(self, reason: str) -> None:
+    def on_lost(self, reason: LossReason) -> None:
         self.feed.core.on_substream_lost(self.index, reason)
 
 
@@ -356,7 +358,7 @@ class Feed:
         self._controls.clear()
         self._runs.clear()
         if self.fanout is not None:
-            self.fanout.close_all("feed-stopped")
+            self.fanout.close_all(CloseReason.FEED_STOPPED)
 
     # the timer ---------------------------------------------------------------------
 

@@ -50,13 +50,15 @@ from rmfproxy.relay.policy import Decision, Reason, SwitchPolicy
 from rmfproxy.relay.rewriter import Rewriter
 from rmfproxy.relay.slot import SourceSlot
 from rmfproxy.relay.standby import Action, Mode, Standby, State
-from rmfproxy.relay.switch_record import SwitchRecord
+from rmfproxy.relay.switch_record import SwitchCause, SwitchRecord
 from rmfproxy.rtp import h264, h265, rtcp
 from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.rtp.packet import payload_span
 from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.fanout import Fanout
 from rmfproxy.serve.stream import MediaSink, TrackStart
+from rmfproxy.upstream.loss import LossReason
 
 log = structlog.get_logger(__name__)
 
@@ -126,7 +128,7 @@ class FeedCore:
         self.active: int | None = None
         self.pending: Decision | None = None
         self._detection = 0.0
-        self._cause = ""
+        self._cause: LossReason | SwitchCause = SwitchCause.START
         self._last_out = 0.0
         self.switches: list[SwitchRecord] = []
         """The last 50 switches."""
@@ -329,7 +331,7 @@ class FeedCore:
         self.slots[index].standby.on_ready()
         self._reconcile(now)
 
-    def on_lost(self, index: int, reason: str, now: float) -> None:
+    def on_lost(self, index: int, reason: LossReason, now: float) -> None:
         """A source's session ended (the source reconnects on its own)."""
         slot = self.slots[index]
         slot.connected = False
@@ -362,7 +364,7 @@ class FeedCore:
         else:
             slot.sub_heartbeat.on_packet(now)
 
-    def on_substream_lost(self, index: int, reason: str) -> None:
+    def on_substream_lost(self, index: int, reason: LossReason) -> None:
         """A warm source's sub-stream ended."""
         slot = self.slots[index]
         slot.standby.on_substream(False)
@@ -463,19 +465,19 @@ class FeedCore:
         if pending is not None and self.merger is not None and pending.target != self.active:
             self.merger.cancel_anchor(pending.target)
 
-    def _why(self, decision: Decision, old: int | None) -> str:
+    def _why(self, decision: Decision, old: int | None) -> LossReason | SwitchCause:
         if decision.reason is Reason.MANUAL:
-            return "operator"
+            return SwitchCause.OPERATOR
         if decision.reason is Reason.FAILBACK:
-            return "hold-down"
+            return SwitchCause.HOLD_DOWN
         if decision.reason is Reason.INITIAL or old is None:
-            return "start"
+            return SwitchCause.START
         slot = self.slots[old]
         if not slot.connected:
-            return slot.lost_reasons[-1] if slot.lost_reasons else "lost"
+            return slot.lost_reasons[-1] if slot.lost_reasons else SwitchCause.LOST
         if not slot.compatible:
-            return "incompatible"
-        return "rtp-overdue"
+            return SwitchCause.INCOMPATIBLE
+        return SwitchCause.RTP_OVERDUE
 
     def _check_outage(self, now: float, any_healthy: bool) -> None:
         """Client sessions wait through an outage, up to ``outage_limit`` seconds."""
@@ -487,7 +489,7 @@ class FeedCore:
             log.error("feed.no_healthy_source", camera=self.camera)
         elif now - self.no_source_since > self.outage_limit and self.fanout and self.fanout.sinks:
             log.error("feed.outage_limit", camera=self.camera, clients=len(self.fanout.sinks))
-            self.fanout.close_all("no-source")
+            self.fanout.close_all(CloseReason.NO_SOURCE)
 
     def _switch(self, now: float) -> None:
         """Make the pending switch (we are at the new source's keyframe start)."""
@@ -504,7 +506,7 @@ class FeedCore:
             self.wall(),
             self.source_name(old),
             self.slots[decision.target].name,
-            decision.reason.value,
+            decision.reason,
             self._cause,
             self._detection,
             gap,

@@ -28,8 +28,8 @@ INITIAL_GRACE = 3.0
 source rather than promote a standby that is not the first source."""
 
 
-class Reason(enum.Enum):
-    """Why a switch happens; also the metric label."""
+class Reason(enum.StrEnum):
+    """Why a switch happens; also the metric label (a string, as JSON and labels take it)."""
 
     FAILOVER = "failover"
     FAILBACK = "failback"

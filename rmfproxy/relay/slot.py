@@ -14,6 +14,7 @@ from rmfproxy.relay.merge import MergeState
 from rmfproxy.relay.standby import Mode, Standby, State
 from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.serve.gop import GopBuffer
+from rmfproxy.upstream.loss import LossReason
 from rmfproxy.upstream.source import RtspSource
 
 SOURCE_GOP_BYTES = 8 << 20
@@ -52,7 +53,7 @@ class SourceSlot:
     bitrate: float = 0.0
     """Bits per second received over the last second."""
     last_seq: list[int | None] = field(default_factory=list)
-    lost_reasons: list[str] = field(default_factory=list)
+    lost_reasons: list[LossReason] = field(default_factory=list)
     merge_state: MergeState = MergeState.UNKNOWN
     """Whether it carries the same pictures as the outbound stream (observed)."""
     standby: Standby = field(default_factory=Standby)

@@ -6,8 +6,8 @@ from enum import StrEnum
 
 
 class CloseReason(StrEnum):
-    """Why the server ended a client session (a :class:`~enum.StrEnum`: each reason equals
-    its string, so a reason passed through a ``str`` parameter stays one)."""
+    """Why the server ended a client session (a :class:`~enum.StrEnum`: each reason equals,
+    and is logged as, its string)."""
 
     TEARDOWN = "teardown"
     """The client sent TEARDOWN."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 
 from rmfproxy.rtp import packet as rtp
+from rmfproxy.serve.close_reason import CloseReason
 from rmfproxy.serve.gop import GopBuffer
 from rmfproxy.serve.stream import MediaSink, TrackStart
 
@@ -91,7 +92,7 @@ class Fanout:
         dropped = self.retired_packets_dropped + sum(s.packets_dropped for s in self.sinks)
         return sent, dropped
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, reason: CloseReason) -> None:
         """Tell every sink the stream ended and forget them."""
         sinks, self.sinks = self.sinks, []
         for sink in sinks:

@@ -146,9 +146,8 @@ class ClientSink:
         elif self._udp_rtcp is not None:
             self._udp_rtcp.sendto(packet, dest.rtcp_addr)
 
-    def close(self, reason: str) -> None:
-        """Stop delivering; the owning session decides what else to tear down. ``reason``:
-        a :class:`CloseReason` (typed ``str`` as in ``MediaSink``, whose callers pass one)."""
+    def close(self, reason: CloseReason) -> None:
+        """Stop delivering; the owning session decides what else to tear down."""
         if not self.closed:
             self.closed = True
-            self._on_close(CloseReason(reason))
+            self._on_close(reason)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.close_reason import CloseReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class MediaSink(Protocol):
     def deliver_rtcp(self, track: int, packet: bytes) -> None:
         """Send one RTCP packet for ``track``."""
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: CloseReason) -> None:
         """The stream ends for this client (camera removed, server shutting down)."""
 
 
