@@ -221,8 +221,9 @@ class Proxy:
         if self.api is not None:
             await self.api.stop()
         await self.server.close()
-        for feed in self.feeds.values():
-            await feed.stop()
+        # All at once: each feed's TEARDOWNs are bounded, but one after another a site of
+        # dead recorders would take that bound times the cameras to shut down.
+        await asyncio.gather(*(feed.stop() for feed in self.feeds.values()))
         log.info("proxy.stopped")
 
     def _make_feed(self, cam_id: str, cam: CameraConfig) -> Feed:
@@ -301,12 +302,14 @@ class Proxy:
         self.server.access = _access_control(new)
         if _tls_files(old) != _tls_files(new):
             self.reload_tls()  # the certificate's paths changed: in use from now on
+        stopping = []
         for cam in [*change.removed, *change.changed]:
             feed = self.feeds.pop(cam)
             removed = cam in change.removed
             why = CloseReason.CAMERA_REMOVED if removed else CloseReason.CAMERA_CHANGED
             self.server.close_camera_sessions(cam, why)
-            await feed.stop()
+            stopping.append(feed.stop())
+        await asyncio.gather(*stopping)  # all at once, like stop()
         for cam in [*change.changed, *change.added]:
             feed = self._make_feed(cam, new.cameras[cam])
             self._measure(cam, feed)

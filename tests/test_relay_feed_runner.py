@@ -6,9 +6,12 @@ recorder that no longer answers cannot hang a shutdown or a reconfiguration."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
+from rmfproxy.app import Proxy
+from rmfproxy.config import parse_config
 from rmfproxy.relay.feed import STOP_TIMEOUT, Feed, _Listener
 from rmfproxy.relay.feed_core import EARLY, MAX_WAIT
 from rmfproxy.rtsp.sdp import SessionDescription
@@ -84,3 +87,22 @@ async def test_stop_sends_teardown_to_every_recorder_in_parallel() -> None:
         took = loop.time() - t0
     assert [r.methods().count("TEARDOWN") for r in recorders] == [1, 1, 1]
     assert TEARDOWN_TIMEOUT <= took < min(2 * TEARDOWN_TIMEOUT, STOP_TIMEOUT + 0.1)
+
+
+async def test_the_proxy_stops_its_feeds_all_at_once() -> None:
+    # Three cameras whose recorders stop answering after PLAY: each feed's stop waits out
+    # its TEARDOWN, and the proxy waits for them together (a site of dead recorders shuts
+    # down in one TEARDOWN timeout, not one per camera).
+    recorders = [FakeRecorder(mute_after_play=True) for _ in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(serve(r)) for r in recorders]
+        cameras = {f"cam{i}": {"sources": [{"url": u}]} for i, u in enumerate(urls)}
+        proxy = Proxy(parse_config({"rtsp": {"listen": "127.0.0.1:0"}, "cameras": cameras}))
+        await proxy.start()
+        await until(lambda: all(f.slots[0].packets for f in proxy.feeds.values()))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await proxy.stop()
+        took = loop.time() - t0
+    assert [r.methods().count("TEARDOWN") for r in recorders] == [1, 1, 1]
+    assert TEARDOWN_TIMEOUT <= took < 2 * TEARDOWN_TIMEOUT, took
