@@ -63,10 +63,11 @@ def verified(pki: Pki, ca: Path | None = None) -> dict[str, str]:
 
 def assert_clean(r: ProbeResult, seconds: float, name: str) -> None:
     """Every frame decoded once, in order, about real time (at most one GOP of fast
-    start on top)."""
+    start on top, and what arrived while FFmpeg was still opening: its read time starts
+    after the open, which takes up to a second on a loaded machine)."""
     assert r.error is None, f"{name}: {r.error}"
     assert r.decode_errors == 0, f"{name}: decode errors, warnings: {r.warnings[:5]}"
-    assert (seconds - 1.5) * FPS <= r.frames_decoded <= seconds * FPS + GOP + 5, (
+    assert (seconds - 1.5) * FPS <= r.frames_decoded <= (seconds + 1.0) * FPS + GOP, (
         f"{name}: {r.frames_decoded} frames in {seconds} s"
     )
     assert len(r.counters) == r.frames_decoded and None not in r.counters, name
