@@ -293,13 +293,12 @@ class StreamParser:
                 continue
             c = buf[pos]
             if c == 0x24:  # '$': interleaved frame (RFC 2326 §10.12)
-                if n - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                if n - pos < 4 + length:
-                    break
-                self._on_frame(buf[pos + 1], buf[pos + 4 : pos + 4 + length])
-                pos += 4 + length
+                # The hot path: every frame that follows in this read, in one tight loop
+                # (a frame queues no message, so the pending-message bound cannot change).
+                start = pos
+                pos = self._frames(buf, pos, n)
+                if pos == start:
+                    break  # a frame cut by the end of the read
                 # A frame ends any garbage line: what follows it is parsed afresh, however
                 # the reads were cut (in one read, the resync stops at this '$' too).
                 self._in_garbage = False
@@ -338,6 +337,20 @@ class StreamParser:
                 self._head = (start - pos, msg, body_start - pos, length)
             pos = 0
         self._pos = pos
+
+    def _frames(self, buf: bytearray, pos: int, n: int) -> int:
+        """Deliver the complete interleaved frames from ``pos`` (a '$') on; returns where
+        the first byte that is not the start of a complete frame is."""
+        on_frame = self._on_frame
+        while n - pos >= 4:
+            end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+            if end > n:
+                break
+            on_frame(buf[pos + 1], buf[pos + 4 : end])
+            pos = end
+            if pos >= n or buf[pos] != 0x24:
+                break
+        return pos
 
     @staticmethod
     def _resync(buf: bytearray, start: int, n: int) -> int:
