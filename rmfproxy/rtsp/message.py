@@ -244,6 +244,10 @@ class StreamParser:
         """(message start, offset) where the search for the end of its head resumes."""
         self._head: tuple[int, Request | Response, int, int] | None = None
         """A parsed head waiting for its body: (message start, message, body start, length)."""
+        self._held = False
+        """Parsing stopped at the bound of pending messages (not for want of bytes): taking
+        a message resumes it. Otherwise what is left is incomplete, and parsing it again
+        before more bytes come would find nothing (once per read, on the hot path)."""
         self.garbage_bytes = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -259,7 +263,7 @@ class StreamParser:
 
     def next_event(self) -> Event | None:
         """The next complete message (or a ``ParseError`` for a malformed one), or None."""
-        if not self._events and self._pos < len(self._buf):
+        if not self._events and self._held:
             self._process()
         if self._events:
             return self._events.popleft()
@@ -275,8 +279,10 @@ class StreamParser:
         buf = self._buf
         pos = self._pos
         n = len(buf)
+        self._held = False
         while pos < n:
             if len(self._events) >= self._max_events:
+                self._held = True
                 break
             if self._skip_body:
                 take = min(self._skip_body, n - pos)
