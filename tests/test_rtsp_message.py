@@ -44,6 +44,27 @@ def test_mixed_stream_whole_and_in_pieces(chunk: int | None) -> None:
     assert (resp.status, resp.reason, resp.cseq, resp.body) == (200, "OK", 2, b"v=0\r\ns=x\r\n")
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 3, 9, 64])
+def test_runs_of_frames_then_a_message_whole_and_in_pieces(chunk: int | None) -> None:
+    # Consecutive frames (an empty one among them, two channels) are delivered in order by
+    # the frame loop, which then hands the next byte back to message parsing.
+    run = [(0, bytes(range(200))), (1, b""), (0, b"$" * 40), (3, b"x")]
+    wire = b"".join(b"$" + bytes([ch]) + len(p).to_bytes(2, "big") + p for ch, p in run)
+    # The garbage after the second run would read as an empty frame if taken for one.
+    events, frames = parse(wire + REPLY + wire + b"\n\x00\x00\x00\n" + wire, chunk)
+    assert frames == run * 3
+    assert [type(e) for e in events] == [Response]
+
+
+def test_each_frame_is_a_fresh_buffer_for_its_receiver() -> None:
+    got: list[bytearray] = []
+    p = StreamParser(lambda ch, payload: got.append(payload))
+    p.feed(FRAME + FRAME)
+    got[0][0] = 0x78  # the receiver rewrites its packet in place
+    assert [bytes(g) for g in got] == [b"xello", b"hello"]
+    assert all(type(g) is bytearray for g in got)
+
+
 def test_every_truncation_yields_nothing_until_complete() -> None:
     data = DESCRIBE + REPLY + FRAME
     for cut in range(len(data)):

@@ -75,10 +75,10 @@ class AuAssembler:
         "_fu_type_mask",
         "_hl",
         "_len",
-        "_nal_type",
         "_next_seq",
         "_param_types",
         "_seen_any",
+        "_type_of",
         "_vcl_types",
         "fmt",
         "malformed",
@@ -89,7 +89,9 @@ class AuAssembler:
         # The format's fields, read once per packet: kept here to spare the lookups.
         self._hl = fmt.header_len
         self._fu_type_mask = 0x1F if fmt.header_len == 1 else 0x3F
-        self._nal_type = fmt.nal_type
+        self._type_of = bytes(fmt.nal_type(bytes((b, 0))) for b in range(256))
+        """The NAL type by the NAL header's first byte (H.264's and H.265's type is in it):
+        an index per NAL instead of a call."""
         self._aggregate = fmt.aggregate
         self._fragment = fmt.fragment
         self._vcl_types = fmt.vcl_types
@@ -119,7 +121,7 @@ class AuAssembler:
         """Feed one packet; returns the AUs it ends (zero, one, or two when a source without
         marker bits starts a new timestamp and ends the last packet's AU with this one)."""
         seq, ts = _SEQ_TS.unpack_from(packet, 2)
-        marker = bool(packet[1] & 0x80)
+        marker = packet[1] > 0x7F
         cur = self._cur
         contiguous = seq == self._next_seq and self._seen_any
         ended_by_ts = False
@@ -151,7 +153,7 @@ class AuAssembler:
         self._next_seq = (seq + 1) & 0xFFFF
         cur.packets.append(packet)
         cur.payload_bytes += payload_end - payload_start
-        if not self._scan(cur, memoryview(packet)[payload_start:payload_end]):
+        if not self._scan(cur, packet, payload_start, payload_end):
             self.malformed += 1
             cur.complete = False
         self._after_end = marker
@@ -202,18 +204,19 @@ class AuAssembler:
             t = fu & (0x1F if fmt.header_len == 1 else 0x3F)
         return t in fmt.irap_types or t not in fmt.vcl_types
 
-    def _scan(self, au: AccessUnit, payload: memoryview) -> bool:
-        """Fold one payload's NAL units into the AU; False if it is malformed."""
+    def _scan(self, au: AccessUnit, packet: bytearray, start: int, end: int) -> bool:
+        """Fold the NAL units of ``packet[start:end]`` (its payload) into the AU; False if it
+        is malformed. The payload is read through the packet: a view is made only of the
+        bytes that are hashed or kept."""
         hl = self._hl
-        n = len(payload)
+        n = end - start
         if n < hl:
             return False
-        t = self._nal_type(payload)
+        t = self._type_of[packet[start]]
         if t == self._fragment:  # most packets of a picture: checked first
             if n <= hl + 1:
                 return False
-            fu = payload[hl]
-            body = payload[hl + 1 :]
+            fu = packet[start + hl]
             if fu & 0x80:  # start of a fragmented NAL
                 ftype = fu & self._fu_type_mask
                 self._frag_vcl = ftype in self._vcl_types
@@ -223,22 +226,24 @@ class AuAssembler:
                     self._crc = zlib.crc32(_BYTE[ftype], self._crc)
                     self._len += 1
                 elif ftype in self._param_types:
-                    header = bytes(payload[:hl])
-                    self._frag_param = bytearray(self.fmt.make_header(header, ftype)) + body
+                    header = bytes(packet[start : start + hl])
+                    self._frag_param = bytearray(self.fmt.make_header(header, ftype))
+                    self._frag_param += memoryview(packet)[start + hl + 1 : end]
             elif self._frag_param is not None:
-                self._frag_param += body
+                self._frag_param += memoryview(packet)[start + hl + 1 : end]
                 if len(self._frag_param) > MAX_PARAM_SET:
                     self._frag_param = None
             if self._frag_vcl:
-                self._crc = zlib.crc32(body, self._crc)
+                self._crc = zlib.crc32(memoryview(packet)[start + hl + 1 : end], self._crc)
                 self._len += n - hl - 1
             if fu & 0x40:  # end
                 if self._frag_param is not None:
                     frag = self._frag_param
-                    au.param_sets[self._nal_type(frag)] = bytes(frag)
+                    au.param_sets[self._type_of[frag[0]]] = bytes(frag)
                 self._frag_param = None
                 self._frag_vcl = False
             return True
+        payload = memoryview(packet)[start:end]
         if t == self._aggregate:
             pos = hl
             ok = pos + 2 <= n
@@ -254,7 +259,7 @@ class AuAssembler:
 
     def _nal(self, au: AccessUnit, nal: memoryview) -> None:
         hl = self._hl
-        t = self._nal_type(nal)
+        t = self._type_of[nal[0]]
         if t in self._vcl_types:
             self._vcl_type(au, t)
             self._crc = zlib.crc32(nal[hl:], zlib.crc32(_BYTE[t], self._crc))

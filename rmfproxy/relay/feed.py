@@ -46,11 +46,15 @@ a dead recorder must not hang a shutdown or a reconfiguration)."""
 class _Listener:
     """Routes one source's callbacks to the feed with the source's index."""
 
-    __slots__ = ("feed", "index")
+    __slots__ = ("_clock", "_core", "_on_packet", "feed", "index")
 
     def __init__(self, feed: Feed, index: int) -> None:
         self.feed = feed
         self.index = index
+        # The hot path's lookups, done once (the feed's core and clock never change).
+        self._core = feed.core
+        self._on_packet = feed.core.on_packet
+        self._clock = feed.clock
 
     def on_connected(self, sdp: SessionDescription) -> None:
         feed = self.feed
@@ -58,11 +62,9 @@ class _Listener:
         feed._after_event()
 
     def on_packet(self, track: int, rtcp: bool, data: bytearray) -> None:
-        feed = self.feed
-        core = feed.core
-        core.on_packet(self.index, track, rtcp, data, feed.clock())
-        if core.controls:  # a switch: the source it left stands by again
-            feed._start_controls()
+        self._on_packet(self.index, track, rtcp, data, self._clock())
+        if self._core.controls:  # a switch: the source it left stands by again
+            self.feed._start_controls()
 
     def on_lost(self, reason: LossReason) -> None:
         feed = self.feed

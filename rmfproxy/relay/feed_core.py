@@ -31,6 +31,7 @@ TEARDOWN), reporting their outcomes back through the ``on_*`` methods.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -77,6 +78,10 @@ OUTPUT_STALL = 2.0
 """Seconds without outbound video, while the active source is healthy, before the feed
 restarts the stream on that source's next keyframe (a safety net: health must reflect
 what clients get, not only what arrives)."""
+
+_SEQ_TS = struct.Struct(">HI")
+_STARTING = State.STARTING
+"""Bound once: reading an enum member off its class costs ~0.2 µs, per packet here."""
 
 Control = tuple[int, Action]
 """A standby control for the runner: (source index, what to do with its session)."""
@@ -638,31 +643,32 @@ class FeedCore:
         if is_rtcp:
             return  # the proxy sends its own sender reports (see _send_reports)
         slot = self.slots[index]
-        if slot.standby.state is State.STARTING:
+        if slot.standby.state is _STARTING:
             slot.standby.on_media()
         slot.packets += 1
-        slot.bytes += len(data)
-        if track >= len(self._rewriters) or len(data) < 12 or data[0] >> 6 != 2:
+        size = len(data)
+        slot.bytes += size
+        if track >= len(self._rewriters) or size < 12 or data[0] >> 6 != 2:
             self.dropped_packets += 1
             slot.packets_dropped += 1
             return
-        seq = (data[2] << 8) | data[3]
-        if track < len(slot.last_seq):
-            prev = slot.last_seq[track]
-            if prev is not None:
-                delta = (seq - prev) & 0xFFFF
-                if 1 < delta < 3000:
-                    slot.packets_lost += delta - 1
-                if delta < 0x8000:  # not a late (reordered) packet
-                    slot.last_seq[track] = seq
+        seq, ts = _SEQ_TS.unpack_from(data, 2)
+        last_seq = slot.last_seq
+        if track < len(last_seq):
+            prev = last_seq[track]
+            if prev is None:
+                last_seq[track] = seq
             else:
-                slot.last_seq[track] = seq
-        pt = slot.pt_rewrite[track] if track < len(slot.pt_rewrite) else 0xFF
-        if pt != 0xFF:
+                delta = (seq - prev) & 0xFFFF
+                if delta < 0x8000:  # not a late (reordered) packet
+                    if 1 < delta < 3000:
+                        slot.packets_lost += delta - 1
+                    last_seq[track] = seq
+        rewrite = slot.pt_rewrite
+        if track < len(rewrite) and (pt := rewrite[track]) != 0xFF:
             data[1] = (data[1] & 0x80) | pt
         key = False
         if track == self.video_track:
-            ts = int.from_bytes(data[4:8], "big")
             if ts != slot.last_video_ts:
                 slot.last_video_ts = ts
                 slot.frames += 1
@@ -679,11 +685,15 @@ class FeedCore:
                         slot.packets_dropped += 1
                         return
                 else:  # the fixed header alone (version and length checked above): no call
-                    start, end = 12, len(data)
-                if self.merger is not None:
+                    start, end = 12, size
+                merger = self.merger
+                if merger is not None:
                     # The merger finds keyframes per AU (slice types) and feeds the source's
                     # GOP buffer through _on_source_au.
-                    self._merge(index, data, start, end, now)
+                    self._now = now
+                    out = merger.push(index, data, start, end, now)
+                    if out or merger.events or self.pending is not None:
+                        self._merged(out, now)
                     return
                 key = tracker.push(memoryview(data)[start:end], bool(data[1] & 0x80))
                 slot.gop.push(track, data, key, now)
@@ -702,11 +712,12 @@ class FeedCore:
         assert self.fanout is not None
         self.fanout.send_rtp(track, data, key, now)
 
-    def _merge(self, index: int, data: bytearray, start: int, end: int, now: float) -> None:
+    def _merged(self, out: Sequence[tuple[bytearray, bool]], now: float) -> None:
+        """After a packet went into the merger (and released ``out``): log its state changes,
+        make the pending switch if the merger shows it is due, send what it released.
+        Called only when there is something of that to do (most packets end no AU)."""
         merger = self.merger
         assert merger is not None and self.fanout is not None
-        self._now = now
-        out = merger.push(index, data, start, end, now)
         if merger.events:
             self._drain_merge_events()
         pending = self.pending

@@ -244,6 +244,10 @@ class StreamParser:
         """(message start, offset) where the search for the end of its head resumes."""
         self._head: tuple[int, Request | Response, int, int] | None = None
         """A parsed head waiting for its body: (message start, message, body start, length)."""
+        self._held = False
+        """Parsing stopped at the bound of pending messages (not for want of bytes): taking
+        a message resumes it. Otherwise what is left is incomplete, and parsing it again
+        before more bytes come would find nothing (once per read, on the hot path)."""
         self.garbage_bytes = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -259,7 +263,7 @@ class StreamParser:
 
     def next_event(self) -> Event | None:
         """The next complete message (or a ``ParseError`` for a malformed one), or None."""
-        if not self._events and self._pos < len(self._buf):
+        if not self._events and self._held:
             self._process()
         if self._events:
             return self._events.popleft()
@@ -275,8 +279,10 @@ class StreamParser:
         buf = self._buf
         pos = self._pos
         n = len(buf)
+        self._held = False
         while pos < n:
             if len(self._events) >= self._max_events:
+                self._held = True
                 break
             if self._skip_body:
                 take = min(self._skip_body, n - pos)
@@ -293,13 +299,12 @@ class StreamParser:
                 continue
             c = buf[pos]
             if c == 0x24:  # '$': interleaved frame (RFC 2326 §10.12)
-                if n - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                if n - pos < 4 + length:
-                    break
-                self._on_frame(buf[pos + 1], buf[pos + 4 : pos + 4 + length])
-                pos += 4 + length
+                # The hot path: every frame that follows in this read, in one tight loop
+                # (a frame queues no message, so the pending-message bound cannot change).
+                start = pos
+                pos = self._frames(buf, pos, n)
+                if pos == start:
+                    break  # a frame cut by the end of the read
                 # A frame ends any garbage line: what follows it is parsed afresh, however
                 # the reads were cut (in one read, the resync stops at this '$' too).
                 self._in_garbage = False
@@ -338,6 +343,20 @@ class StreamParser:
                 self._head = (start - pos, msg, body_start - pos, length)
             pos = 0
         self._pos = pos
+
+    def _frames(self, buf: bytearray, pos: int, n: int) -> int:
+        """Deliver the complete interleaved frames from ``pos`` (a '$') on; returns where
+        the first byte that is not the start of a complete frame is."""
+        on_frame = self._on_frame
+        while n - pos >= 4:
+            end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+            if end > n:
+                break
+            on_frame(buf[pos + 1], buf[pos + 4 : end])
+            pos = end
+            if pos >= n or buf[pos] != 0x24:
+                break
+        return pos
 
     @staticmethod
     def _resync(buf: bytearray, start: int, n: int) -> int:
