@@ -1,7 +1,8 @@
 """Scale benchmark: N cameras, each pulled from two simulated recorders, one client each.
 
     .venv/bin/python bench/scale.py [--cameras 10,50,100,200] [--seconds 20] [--warmup 5]
-        [--bitrate 1500000] [--size 640x360] [--plot docs/bench/scale-DATE.png]
+        [--bitrate 1500000] [--size 640x360] [--gop 50] [--plot docs/bench/scale-DATE.png]
+        [--memory-report FILE [--tracemalloc]]
 
 For every N, in separate processes: two simulated recorders (r1, r2: each serves all N
 cameras, one shared encoded clip, frame counters in every picture), the proxy
@@ -16,21 +17,30 @@ after ``--warmup``:
 - ``rate_ratio``: frames the clients got / N x fps x seconds (below 1 when whole streams
   lag or stop, e.g. when the simulator or the readers run out of CPU);
 - ``rss_mb``, ``rss_per_camera_mb``: the proxy's resident memory at the end, and divided
-  by N (the process's own ~75 MB included); ``rss_mb_per_added_camera`` (over all N): the
+  by N (the process's own ~75 MB included); ``rss_peak_mb``: its peak since the start
+  (``VmHWM``); ``rss_mb_per_added_camera`` (over all N): the
   least-squares slope of RSS over N; ``machine_busy_cores``: every process's CPU over
   the window (the simulator and readers share the machine: past it, losses are the
   machine's, not the proxy's).
 
 Prints one JSON document; with ``--plot`` also draws cameras vs proxy CPU and RSS (an SVG
-rendered to PNG by headless Chromium).
+rendered to PNG by headless Chromium). With ``--memory-report FILE`` the proxy writes
+FILE-N.txt per size at the end of the window: glibc's heap in use and free, a census of the
+buffers that hold a camera's bytes and, with ``--tracemalloc`` (slower; its RSS then
+includes the traces), the live Python allocations by source line (see
+:func:`memory_report`). glibc's allocator settings (``MALLOC_ARENA_MAX``,
+``MALLOC_TRIM_THRESHOLD_``) pass to the proxy from the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,9 +64,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory (``VmRSS``) or its peak so far (``VmHWM``), MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -81,9 +92,24 @@ async def serve_recorder(name: str, cameras: int, args: argparse.Namespace) -> N
     configure_logging("json", "error")
     w, h = args.size
     clip = await asyncio.to_thread(
-        encode_clip, "h264", width=w, height=h, fps=25, gop=50, bitrate=args.bitrate, seconds=4.0
+        encode_clip,
+        "h264",
+        width=w,
+        height=h,
+        fps=25,
+        gop=args.gop,
+        bitrate=args.bitrate,
+        seconds=max(4.0, 2 * args.gop / 25),
     )
     clips = {f"c{i:03d}": clip for i in range(cameras)}
+    if args.stagger:
+        # Real cameras' keyframes do not come at the same instant: start camera i's loop
+        # i/N of a GOP further on (both recorders alike, so their pictures still match).
+        for i in range(cameras):
+            k = i * clip.gop // cameras
+            clips[f"c{i:03d}"] = dataclasses.replace(
+                clip, access_units=clip.access_units[k:] + clip.access_units[:k]
+            )
     rec = SimRecorder(name, clips, port=0, retention=5.0)
     await rec.start()
     print(f"PORT {rec.port}", flush=True)
@@ -104,6 +130,99 @@ async def run_readers(urls: list[str], seconds: float, warmup: float) -> None:
         for s in stats
     ]
     print(json.dumps(out), flush=True)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            *("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks"),
+            *("fsmblks", "uordblks", "fordblks", "keepcost"),
+        )
+    ]
+
+
+def malloc_totals() -> dict[str, float]:
+    """glibc's heap now (MB): in use, free inside the heap (fragmentation, or a high-water
+    mark not given back), and mmapped blocks (``mallinfo2``, glibc 2.33+)."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _Mallinfo2
+    m = libc.mallinfo2()
+    return {
+        "heap_in_use": m.uordblks / 1e6,
+        "heap_free": m.fordblks / 1e6,
+        "mmapped": m.hblkhd / 1e6,
+    }
+
+
+def memory_report(top: int = 25) -> str:
+    """What holds the proxy's memory now: glibc's heap (in use, free), a census of the
+    buffers a camera's stream passes through (by walking the live objects) and, when
+    ``tracemalloc`` runs, the live Python allocations by source line."""
+    import gc
+    import tracemalloc
+
+    from rmfproxy.relay.merge import Merger
+    from rmfproxy.rtsp.message import StreamParser
+    from rmfproxy.serve.gop import GopBuffer
+    from rmfproxy.serve.sink import ClientSink
+
+    census: dict[str, list[int]] = {}
+
+    def add(what: str, size: int) -> None:
+        entry = census.setdefault(what, [0, 0])
+        entry[0] += 1
+        entry[1] += size
+
+    for obj in gc.get_objects():
+        if isinstance(obj, GopBuffer):
+            kind = "source" if obj.first_unit_only else "fan-out"
+            add(f"GopBuffer ({kind}) packets held", sum(len(p) for _, p in obj.packets))
+        elif isinstance(obj, StreamParser):
+            add("StreamParser receive buffer (capacity)", obj._buf.__alloc__())
+        elif isinstance(obj, ClientSink):
+            tcp = obj._tcp
+            add("client transport write buffer", tcp.get_write_buffer_size() if tcp else 0)
+            add("client turn queue", obj._pending_bytes)
+        elif isinstance(obj, Merger):
+            for src in obj._sources.values():
+                add("merger rings (AUs held while unlocated)", src.ring_bytes)
+                cur = src.asm._cur
+                add("merger AU being assembled", sum(len(p) for p in cur.packets) if cur else 0)
+                held = src.held
+                add("merger held AU", sum(len(p) for p in held.packets) if held else 0)
+    lines = [f"malloc (MB): {json.dumps({k: round(v, 1) for k, v in malloc_totals().items()})}"]
+    # What glibc could give back now: the free pages inside its heap (RSS must be read
+    # before this report, which changes it).
+    rss = rss_mb(os.getpid())
+    ctypes.CDLL(None).malloc_trim(0)
+    lines.append(f"malloc_trim(0): RSS {rss:.1f} -> {rss_mb(os.getpid()):.1f} MB")
+    lines.append("census (objects, bytes):")
+    lines += [f"  {k}: {n} objects, {b / 1e6:.2f} MB" for k, (n, b) in sorted(census.items())]
+    if tracemalloc.is_tracing():
+        snap = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        stats = snap.statistics("lineno")
+        total = sum(s.size for s in stats)
+        lines.append(f"tracemalloc: {total / 1e6:.1f} MB live in {len(stats)} sites; top {top}:")
+        lines += [
+            f"  {s.size / 1e6:8.2f} MB {s.count:8d} blocks  {s.traceback}" for s in stats[:top]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def reported_proxy(config: str, report: str, trace: bool) -> int:
+    """The proxy (under ``tracemalloc`` if ``trace``); SIGUSR1 writes :func:`memory_report`
+    to ``report``."""
+    import tracemalloc
+
+    from rmfproxy.cli import main as rmfproxy_main
+
+    if trace:
+        tracemalloc.start()
+    signal.signal(signal.SIGUSR1, lambda *_: Path(report).write_text(memory_report()))
+    return rmfproxy_main(["run", "--config", config])
 
 
 # the run ---------------------------------------------------------------------------------
@@ -135,7 +254,11 @@ def stop(proc: subprocess.Popen[str]) -> None:
 async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     size = f"{args.size[0]}x{args.size[1]}"
     recorders = [
-        child("recorder", name, str(n), "--size", size, "--bitrate", str(args.bitrate))
+        child(
+            *("recorder", name, str(n), "--size", size),
+            *("--bitrate", str(args.bitrate), "--gop", str(args.gop)),
+            *(["--stagger"] if args.stagger else []),
+        )
         for name in ("r1", "r2")
     ]
     procs = list(recorders)
@@ -165,8 +288,17 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         }
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(config, f)  # JSON is YAML
+        report = None
+        command = [sys.executable, "-m", "rmfproxy", "run", "--config", f.name]
+        if args.memory_report is not None:
+            report = args.memory_report.with_name(
+                f"{args.memory_report.stem}-{n}{args.memory_report.suffix}"
+            )
+            report.parent.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, __file__, "proxy", f.name, str(report.resolve())]
+            command += ["trace"] if args.tracemalloc else []
         proxy = subprocess.Popen(  # noqa: ASYNC220 - started once per size, not on a hot path
-            [sys.executable, "-m", "rmfproxy", "run", "--config", f.name],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
@@ -199,7 +331,13 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             machine_busy() - busy0,
             time.monotonic() - t0,
         )
-        rss = rss_mb(proxy.pid)
+        rss, rss_peak = rss_mb(proxy.pid), rss_mb(proxy.pid, "VmHWM")
+        if report is not None:
+            proxy.send_signal(signal.SIGUSR1)
+            for _ in range(600):  # the snapshot of a big heap takes a while
+                if report.exists():
+                    break
+                await asyncio.sleep(0.1)
         if spy is not None:
             await asyncio.to_thread(spy.wait, 30)  # it writes its file when done
         assert readers.stdout is not None
@@ -224,6 +362,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "rss_mb": round(rss, 1),
         "rss_per_camera_mb": round(rss / n, 3),
+        "rss_peak_mb": round(rss_peak, 1),
         "machine_busy_cores": round(busy / wall, 2),
     }
 
@@ -295,6 +434,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "proxy":
+        raise SystemExit(reported_proxy(sys.argv[2], sys.argv[3], "trace" in sys.argv[4:]))
     if len(sys.argv) > 1 and sys.argv[1] in ("recorder", "read"):
         mode = sys.argv[1]
         if mode == "recorder":
@@ -303,6 +444,8 @@ def main() -> None:
             p.add_argument("cameras", type=int)
             p.add_argument("--size", type=_size, default=(640, 360))
             p.add_argument("--bitrate", type=int, default=1_500_000)
+            p.add_argument("--gop", type=int, default=50)
+            p.add_argument("--stagger", action="store_true")
             a = p.parse_args(sys.argv[2:])
             import uvloop
 
@@ -319,7 +462,24 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--bitrate", type=int, default=1_500_000)
     p.add_argument("--size", type=_size, default=(640, 360))
+    p.add_argument("--gop", type=int, default=50, help="frames between keyframes (25 fps)")
+    p.add_argument(
+        "--stagger",
+        action="store_true",
+        help="spread the cameras' keyframes over the GOP (default: all at the same instant)",
+    )
     p.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
+    p.add_argument(
+        "--memory-report",
+        type=Path,
+        default=None,
+        help="write the proxy's memory report to FILE-N.txt per size at the window's end",
+    )
+    p.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="with --memory-report: run the proxy under tracemalloc (slow: clients may lag)",
+    )
     p.add_argument(
         "--py-spy",
         type=Path,
@@ -342,6 +502,8 @@ def main() -> None:
         "benchmark": "scale",
         "bitrate": args.bitrate,
         "size": f"{args.size[0]}x{args.size[1]}",
+        "gop": args.gop,
+        "stagger": args.stagger,
         "seconds": args.seconds,
         "cpus": os.cpu_count(),
         "results": rows,
