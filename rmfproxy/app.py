@@ -19,6 +19,7 @@ from rmfproxy.archive.playback import StitchedPlayback
 from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.archive.store import JournalError
 from rmfproxy.config import CameraConfig, Config, ConfigError, SourceConfig, split_host_port
+from rmfproxy.heap import trim_heap
 from rmfproxy.localports import LocalPorts
 from rmfproxy.manage.revisions import (
     ConfigChange,
@@ -152,6 +153,7 @@ class Proxy:
                 thumbnail_interval=config.api.thumbnail_interval,
             )
         self._lag_task: asyncio.Task[None] | None = None
+        self._trim_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind the listeners, open the coverage journal, then start pulling every source.
@@ -194,6 +196,7 @@ class Proxy:
         for feed in self.feeds.values():
             feed.start()
         self._lag_task = asyncio.create_task(self.metrics.watch_loop_lag(), name="loop-lag")
+        self._trim_task = asyncio.create_task(trim_heap(), name="heap-trim")
         if self.sync is not None:
             self.sync.start()
         log.info(
@@ -214,10 +217,11 @@ class Proxy:
             # First: the intervals end at the last sample taken while the sources ran.
             await self.journal.stop()
         self.keeper.release_waiters()
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+        for task in (self._lag_task, self._trim_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.api is not None:
             await self.api.stop()
         await self.server.close()
