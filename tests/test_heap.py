@@ -39,3 +39,24 @@ def test_glibc_trim_runs() -> None:
     trim = heap.malloc_trim()
     assert trim is not None  # this machine's Python runs on glibc
     assert trim() in (0, 1)
+
+
+def test_a_slow_trim_spaces_out_the_next_ones() -> None:
+    # A trim that blocked the loop for 25 ms is followed by 25 s without one (0.1 % of
+    # the loop's time); a fast one keeps the interval.
+    assert heap.next_delay(1.0, 0.0006) == 1.0
+    assert heap.next_delay(1.0, 0.025) == pytest.approx(25.0)
+
+
+async def test_the_pause_after_a_trim_follows_what_it_took() -> None:
+    pauses: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        pauses.append(delay)
+        if len(pauses) == 3:
+            raise _Enough
+
+    took = iter([0.0, 0.02, 20.02, 20.0201])  # the clock around two trims: 20 ms, 0.1 ms
+    with pytest.raises(_Enough):
+        await heap.trim_heap(lambda: None, 1.0, clock=lambda: next(took), sleep=sleep)
+    assert pauses == pytest.approx([1.0, 20.0, 1.0])
