@@ -77,7 +77,7 @@ def test_identical_feeds_merge_without_loss_or_repeat_across_wraparound() -> Non
     m.timeline.seq = 65530  # and the outbound numbering wraps too
     m.timeline.ts = 0xFFFFFF00
     out = run_pair(m, cam, a, b, a_until=30, lag_b=0.004)
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     assert len(frames) == 60
     assert all(ts_diff(y, x) == TICKS for x, y in itertools.pairwise(frames))
     assert m.aligned(0) and m.aligned(1)
@@ -103,7 +103,7 @@ def test_jitter_drift_and_own_habits_never_send_an_au_twice(codec: str) -> None:
         rng.shuffle(order)
         for index, pkts in order:
             out += push_all(m, index, pkts, n / FPS + rng.uniform(0, 0.03))
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     aus = depacketized(fmt, out)
     # Every picture once, in order (the last one of B waits for its next packet: no marker).
     assert [slices_of(fmt, x) for x in aus] == [slices_of(fmt, x) for x in cam[: len(aus)]]
@@ -153,7 +153,7 @@ def test_a_recorders_backlog_burst_after_a_stall_does_not_slow_the_timeline() ->
     out: list[bytearray] = []
     for t, index, _n, pkts in events:
         out += push_all(m, index, pkts, t)
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     assert [slices_of(h264.FORMAT, x) for x in depacketized(h264.FORMAT, out)] == [
         slices_of(h264.FORMAT, x) for x in cam
     ]
@@ -248,7 +248,7 @@ def test_the_active_source_wins_when_the_faster_standby_starts_transcoding() -> 
     aus = depacketized(h264.FORMAT, out)
     assert aus[-30:] == cam[-30:]  # back on A's pictures
     assert aus[:40] == cam[:40]
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     assert len(frames) == len(set(frames))
 
 
@@ -268,7 +268,7 @@ def test_a_far_future_timestamp_never_stops_the_stream() -> None:
             out += push_all(m, 0, [bytearray(spoof[:12]) + b"\x41\x9a" + bytes(40)], n / FPS)
     aus = depacketized(h264.FORMAT, out)
     assert len(aus) >= 50  # the genuine ones all went out (plus at most the spoofed one)
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     steps = [ts_diff(y, x) for x, y in itertools.pairwise(frames)]
     assert max(steps) <= 2 * TICKS
 
@@ -285,7 +285,7 @@ def test_a_source_whose_timestamps_jump_is_realigned_alone() -> None:
         if n < 60:
             out += push_all(m, 1, b.packets(n, au), n / FPS + 0.005)
     assert depacketized(h264.FORMAT, out) == cam
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     steps = [ts_diff(y, x) for x, y in itertools.pairwise(frames)]
     assert min(steps) >= 0.75 * TICKS and max(steps) <= 1.25 * TICKS
 
@@ -382,7 +382,7 @@ def test_a_planned_switch_to_another_encoding_shows_no_instant_twice(lag_new: fl
             out += push_all(m, index, pkts, n / FPS + 0.1 + lag)
     assert depacketized(h264.FORMAT, out) == cam_a[:30] + cam_b[30:]
     assert m.stats(0)["replaced"] == (1 if lag_new > 0 else 0)
-    frames = check_numbering(out, m.ssrc)
+    frames = check_numbering(out, m.timeline.ssrc)
     steps = [ts_diff(y, x) for x, y in itertools.pairwise(frames)]
     assert min(steps) >= 0.75 * TICKS and max(steps) <= 1.25 * TICKS
 

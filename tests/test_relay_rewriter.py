@@ -27,7 +27,7 @@ def test_gaps_kept_payload_and_marker_untouched() -> None:
         assert p[1] == 0xE0 and p[12:] == b"\x65abc"
         out.append(fields(p))
     assert [(s - out[0][0]) & 0xFFFF for s, _, _ in out] == [0, 1, 3]
-    assert {ssrc for _, _, ssrc in out} == {rw.ssrc}
+    assert {ssrc for _, _, ssrc in out} == {rw.timeline.ssrc}
 
 
 def test_reanchor_continues_sequence_and_time_across_wraparound() -> None:
@@ -47,7 +47,7 @@ def test_reanchor_continues_sequence_and_time_across_wraparound() -> None:
     seq_c, ts_c, ssrc_c = fields(c)
     assert seq_c == 1
     assert (ts_c - ts_a - 3600) & 0xFFFFFFFF == 45000
-    assert ssrc_c == rw.ssrc
+    assert ssrc_c == rw.timeline.ssrc
 
 
 def test_reanchor_never_repeats_a_timestamp() -> None:
@@ -65,7 +65,7 @@ def test_rtp_time_for_sender_reports() -> None:
     rw = Rewriter(8000, random.Random(4))
     p = pkt(1, 0, 9)
     rw.rewrite(p, 100.0)
-    assert rw.rtp_time_at(101.0) == (fields(p)[1] + 8000) & 0xFFFFFFFF
+    assert rw.timeline.rtp_time_at(101.0) == (fields(p)[1] + 8000) & 0xFFFFFFFF
 
 
 def test_a_timestamp_or_sequence_jump_is_a_discontinuity_not_a_jump_for_clients() -> None:

@@ -52,6 +52,7 @@ from rmfproxy.relay.rewriter import Rewriter
 from rmfproxy.relay.slot import SourceSlot
 from rmfproxy.relay.standby import Action, Mode, Standby, State
 from rmfproxy.relay.switch_record import SwitchCause, SwitchRecord
+from rmfproxy.relay.timeline import Timeline
 from rmfproxy.rtp import h264, h265, rtcp
 from rmfproxy.rtp.nal import KeyframeTracker
 from rmfproxy.rtp.packet import payload_span
@@ -173,9 +174,7 @@ class FeedCore:
 
     def ssrc(self, track: int) -> int:
         """The proxy-owned outbound SSRC of ``track``."""
-        if self.merger is not None and track == self.video_track:
-            return self.merger.ssrc
-        return self._rewriters[track].ssrc
+        return self._timeline(track).ssrc
 
     def start_points(self) -> dict[int, TrackStart]:
         """Where a client attached now starts."""
@@ -261,13 +260,16 @@ class FeedCore:
             slot.learn_path()
         self._meter_at, self._meter_bytes = now, [s.bytes for s in self.slots]
 
-    def _timelines(self) -> Iterator[tuple[int, Rewriter | Merger]]:
-        """Each track's outbound numbering: its rewriter, or the merger for the video."""
-        for track, rw in enumerate(self._rewriters):
-            if self.merger is not None and track == self.video_track:
-                yield track, self.merger
-            else:
-                yield track, rw
+    def _timeline(self, track: int) -> Timeline:
+        """A track's outbound numbering: its rewriter's, or the merger's for the video."""
+        if self.merger is not None and track == self.video_track:
+            return self.merger.timeline
+        return self._rewriters[track].timeline
+
+    def _timelines(self) -> Iterator[tuple[int, Timeline]]:
+        """Each track's outbound numbering."""
+        for track in range(len(self._rewriters)):
+            yield track, self._timeline(track)
 
     def _send_reports(self, now: float) -> None:
         """Our own sender reports, from the outbound numbering (continuous across switches)."""

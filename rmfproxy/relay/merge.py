@@ -215,21 +215,6 @@ class Merger:
         """Called with every complete AU of every source, before it is merged (the feed keeps
         each source's current GOP with it). The packets are rewritten in place if sent."""
 
-    @property
-    def ssrc(self) -> int:
-        """The outbound SSRC."""
-        return self.timeline.ssrc
-
-    @property
-    def packets(self) -> int:
-        """Packets sent (for sender reports)."""
-        return self.timeline.packets
-
-    @property
-    def octets(self) -> int:
-        """Payload octets sent (for sender reports)."""
-        return self.timeline.octets
-
     # sources -------------------------------------------------------------------
 
     def _source(self, index: int) -> _Source:
@@ -687,7 +672,3 @@ class Merger:
             bytearray(struct.pack(">BBHII", 0x80, pt, 0, 0, 0)) + p
             for p in packetize(self.fmt, nals, self.mtu)
         ]
-
-    def rtp_time_at(self, now: float) -> int:
-        """The outbound timestamp for wall time ``now`` (for sender reports)."""
-        return self.timeline.rtp_time_at(now)

@@ -58,21 +58,6 @@ class Rewriter:
         self.jumps = 0
         """Upstream discontinuities re-anchored (sequence or timestamp jumps)."""
 
-    @property
-    def ssrc(self) -> int:
-        """The outbound SSRC."""
-        return self.timeline.ssrc
-
-    @property
-    def packets(self) -> int:
-        """Packets sent (for sender reports)."""
-        return self.timeline.packets
-
-    @property
-    def octets(self) -> int:
-        """Payload octets sent (for sender reports)."""
-        return self.timeline.octets
-
     def reanchor(self) -> None:
         """The next packet starts a new upstream stream: continue seq +1 and ts by wall time."""
         self._anchor_pending = True
@@ -107,7 +92,3 @@ class Rewriter:
         self._ts_off = (tl.continue_at(now) - in_ts) & 0xFFFFFFFF
         self.upstream_ssrc = in_ssrc
         self._anchor_pending = False
-
-    def rtp_time_at(self, now: float) -> int:
-        """The outbound RTP timestamp corresponding to wall time ``now`` (for sender reports)."""
-        return self.timeline.rtp_time_at(now)
