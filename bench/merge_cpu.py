@@ -46,9 +46,9 @@ def one_run(schedule: list[tuple[float, list[bytearray], list[bytearray]]]) -> f
     gops = {0: GopBuffer(), 1: GopBuffer()}
     fanout_gop = GopBuffer()
 
-    def on_au(index: int, au: AccessUnit) -> None:
+    def on_au(index: int, au: AccessUnit, now: float) -> None:
         for k, pkt in enumerate(au.packets):
-            gops[index].push(0, pkt, au.keyframe and k == 0)
+            gops[index].push(0, pkt, au.keyframe and k == 0, now)
 
     m.on_au = on_au
     m.anchor(0)

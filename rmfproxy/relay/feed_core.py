@@ -158,8 +158,6 @@ class FeedCore:
         self._meter_at = 0.0
         self._meter_bytes = [0] * count
         self._sr_at = SR_INTERVAL
-        self._now = 0.0
-        """The time of the packet being handled (for the merger's AU callback)."""
 
     def on_start(self, now: float) -> None:
         """The runner starts: timers count from ``now``."""
@@ -692,7 +690,6 @@ class FeedCore:
                 if merger is not None:
                     # The merger finds keyframes per AU (slice types) and feeds the source's
                     # GOP buffer through _on_source_au.
-                    self._now = now
                     out = merger.push(index, data, start, end, now)
                     if out or merger.events or self.pending is not None:
                         self._merged(out, now)
@@ -744,13 +741,13 @@ class FeedCore:
             self.fanout.send_rtp(track, pkt, key, now)
         self._last_out = now
 
-    def _on_source_au(self, index: int, au: AccessUnit) -> None:
+    def _on_source_au(self, index: int, au: AccessUnit, now: float) -> None:
         """Keep each source's current GOP (thumbnails, inspection), AU by AU: a keyframe is
         an AU with a random-access slice, not merely one that carries parameter sets."""
         gop = self.slots[index].gop
         track = self.video_track
         assert track is not None
-        gop.push_unit(track, au.packets, au.keyframe, self._now)
+        gop.push_unit(track, au.packets, au.keyframe, now)
 
     def _drain_merge_events(self) -> None:
         """Log each change of a source's merge state once."""

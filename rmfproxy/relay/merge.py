@@ -211,7 +211,7 @@ class Merger:
         self.params_inserted = 0
         """Keyframes sent with parameter sets the winning copy lacked."""
         self.leading_dropped = 0
-        self.on_au: Callable[[int, AccessUnit], None] | None = None
+        self.on_au: Callable[[int, AccessUnit, float], None] | None = None
         """Called with every complete AU of every source, before it is merged (the feed keeps
         each source's current GOP with it). The packets are rewritten in place if sent."""
 
@@ -315,7 +315,7 @@ class Merger:
             return
         src.last_au_at = now
         if self.on_au is not None:
-            self.on_au(index, au)
+            self.on_au(index, au, now)
         if src.anchor_pending and au.keyframe:
             found = self._find(src, au)
             if found is not None:
