@@ -159,8 +159,8 @@ def check_client(r: ProbeResult, seconds: float, max_lost: int, max_gap: float) 
         failures.append(f"client error: {r.error}")
     if r.decode_errors or [w for w in r.warnings if "missed" in w or "corrupt" in w]:
         failures.append(f"{r.decode_errors} decode errors, warnings {r.warnings[:5]}")
-    if r.repeated():
-        failures.append(f"{r.repeated()} frames repeated")
+    if r.repeated() or r.beyond_span() > 0:
+        failures.append(f"{r.repeated()} frames repeated, {r.beyond_span()} beyond the span")
     if r.lost() > max_lost:
         failures.append(f"{r.lost()} frames lost (at most {max_lost})")
     if r.max_gap_seconds() > max_gap:

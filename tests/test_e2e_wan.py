@@ -55,5 +55,4 @@ async def test_wan_stalls_cause_no_failover_and_a_kill_is_still_found_at_once() 
     assert result.repeated() == 0
     assert result.lost() == 0, f"lost {result.lost()} frames"
     # Never more pictures than the camera made in the span the client saw: none went twice.
-    known = [c for c in result.counters if c is not None]
-    assert result.frames_decoded <= max(known) - min(known) + 1
+    assert result.beyond_span() <= 0, result.beyond_span()

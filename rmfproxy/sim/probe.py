@@ -71,6 +71,12 @@ class ProbeResult:
         known = [c for c in self.counters if c is not None]
         return sum(1 for a, b in itertools.pairwise(known) if b <= a)
 
+    def beyond_span(self) -> int:
+        """Decoded frames beyond the counters' span: more pictures than the camera made in
+        the span the client saw means one went twice, even one whose counter was not read."""
+        known = [c for c in self.counters if c is not None]
+        return self.frames_decoded - (max(known) - min(known) + 1) if known else 0
+
     def consecutive(self) -> bool:
         """Nothing lost, nothing repeated."""
         return self.lost() == 0 and self.repeated() == 0
