@@ -71,7 +71,9 @@ def assert_clean(r: ProbeResult, seconds: float, name: str) -> None:
         f"{name}: {r.frames_decoded} frames in {seconds} s"
     )
     assert len(r.counters) == r.frames_decoded and None not in r.counters, name
-    assert r.lost() == 0 and r.repeated() == 0, f"{name}: lost {r.lost()}, rep {r.repeated()}"
+    assert r.lost() == 0 and r.repeated() == 0 and r.beyond_span() <= 0, (
+        f"{name}: lost {r.lost()}, rep {r.repeated()}, beyond span {r.beyond_span()}"
+    )
 
 
 def gst_read(url: str, out: Path, flags: str | None, frames: int) -> list[str]:
