@@ -9,6 +9,9 @@ active source; sender reports only while clients get packets)."""
 
 from __future__ import annotations
 
+import itertools
+import struct
+
 import pytest
 
 from rmfproxy.relay import feed_core
@@ -23,6 +26,7 @@ SDP = (
     "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=0\r\n"
 )
 FRAME = 0.04
+_SEQ_TS = struct.Struct("!HI")
 GOP = 10
 
 
@@ -32,6 +36,8 @@ class Sink:
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
         self.packets_sent = 0
+        self.headers: list[tuple[int, int]] = []
+        """(sequence number, timestamp) of every RTP packet it got."""
         self.packets_dropped = 0
         self.keyframes: list[float] = []
         """When each keyframe's first packet came."""
@@ -40,6 +46,7 @@ class Sink:
 
     def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
         self.packets_sent += 1
+        self.headers.append(_SEQ_TS.unpack_from(packet, 2))
         if keyframe_start:
             self.keyframes.append(self.rig.now)
 
@@ -135,6 +142,22 @@ def test_failover_on_a_freeze_at_the_standbys_keyframe() -> None:
     assert sink.keyframes[-1] == 40 * FRAME
     assert rec.gap_s == pytest.approx(40 * FRAME - last)
     assert rig.core.dropped_packets == 0 and sink.closed is None
+
+
+def test_hitless_failover_sends_every_picture_once() -> None:
+    # Identical recorders, merged: when r0 freezes, r1's copies of the next pictures go
+    # out at once (no keyframe wait), numbered on: every AU from the first keyframe (10)
+    # to the last (45) reaches the client once, sequence numbers without a gap.
+    rig = Rig()
+    sink = Sink(rig)
+    started(rig, sink)
+    rig.run(30, 45, (1,))
+    assert rig.core.active == 1 and rig.core.switches[-1].reason == "failover"
+    seqs = [seq for seq, _ in sink.headers]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    stamps = list(dict.fromkeys(ts for _, ts in sink.headers))
+    assert len(stamps) == 45 - 10 + 1  # one timestamp per picture: none lost, none twice
+    assert all(0 < (b - a) & 0xFFFFFFFF < 0x80000000 for a, b in itertools.pairwise(stamps))
 
 
 def test_failback_after_the_hold_down() -> None:
