@@ -87,7 +87,7 @@ def test_one_input(data: bytes) -> None:
         m.events.clear()
     if not out:
         return
-    check({rtp.ssrc(p) for p in out} == {m.ssrc}, "one outbound SSRC")
+    check({rtp.ssrc(p) for p in out} == {m.timeline.ssrc}, "one outbound SSRC")
     check(
         all(seq_diff(rtp.sequence(b), rtp.sequence(a)) == 1 for a, b in itertools.pairwise(out)),
         "sequence +1 per packet",
