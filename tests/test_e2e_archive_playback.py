@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import pytest
 import structlog
 
@@ -33,7 +32,7 @@ from rmfproxy.archive.runner import CoverageJournal
 from rmfproxy.sim.marker import find_marker
 from rmfproxy.sim.probe import read_rtsp
 from rmfproxy.sim.runner import SimCluster
-from tests.replay_support import annexb_counters, gst_onvif_replay
+from tests.replay_support import annexb_counters, decode_file, run_gst_replay
 from tests.support import relay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
@@ -73,23 +72,6 @@ def counter(frame_nals: tuple[bytes, ...]) -> int:
 
 def holes(counters: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(counters) if b != a + 1]
-
-
-def file_size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def decode_file(path: Path) -> tuple[int, int]:
-    decoded = errors = 0
-    if not path.exists():
-        return 0, 0
-    with av.open(str(path), format="h264") as container:
-        for pkt in container.demux(video=0):
-            try:
-                decoded += len(pkt.decode())
-            except av.error.FFmpegError:
-                errors += 1
-    return decoded, errors
 
 
 @pytest.mark.timeout(120)
@@ -173,29 +155,9 @@ async def gstreamer_onvif(url: str, out: Path) -> tuple[list[int], str, int, int
     exe = shutil.which("gst-launch-1.0")
     if exe is None:
         pytest.skip("GStreamer not installed")
-    proc = await asyncio.create_subprocess_exec(
-        *gst_onvif_replay(exe, url, out),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        # Until the file stops growing (GStreamer usually ends by itself at the BYE,
-        # not in every run): the file is the verdict.
-        size, still = -1, 0
-        async with asyncio.timeout(40):
-            while proc.returncode is None and still < 10:
-                await asyncio.sleep(0.2)
-                now = file_size(out)
-                still = still + 1 if now == size and now > 0 else 0
-                size = now
-    except TimeoutError:
-        pass
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        stdout, _ = await proc.communicate()
+    output, _ = await run_gst_replay(exe, url, out, seconds=40)
     decoded, errors = await asyncio.to_thread(decode_file, out)
-    return annexb_counters(out), stdout.decode(errors="replace"), decoded, errors
+    return annexb_counters(out), output, decoded, errors
 
 
 @pytest.mark.timeout(60)

@@ -19,7 +19,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import av
 import pytest
 
 from rmfproxy.rtp import h264, onvif
@@ -31,7 +30,7 @@ from rmfproxy.sim.archive import CameraArchive
 from rmfproxy.sim.encoder import EncodedClip, encode_clip
 from rmfproxy.sim.marker import find_marker
 from rmfproxy.sim.recorder import SimRecorder
-from tests.replay_support import annexb_counters, gst_onvif_replay
+from tests.replay_support import annexb_counters, decode_file, run_gst_replay
 
 FPS = 25
 GOP = 10
@@ -423,45 +422,26 @@ async def test_gstreamer_onvif_mode_reads_replay_across_gap(tmp_path: pathlib.Pa
     first, last, gap = base, base + 6 * FPS - 1, range(base + 2 * FPS + 3, base + 4 * FPS)
     _fill(rec, first, last, gap)
     out = tmp_path / "replay.h264"
+    want = [n for n in range(first, last + 1) if n not in gap]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *gst_onvif_replay(str(_gst()), rec.url("replay/cam"), out),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        output, by_itself = await run_gst_replay(
+            str(_gst()), rec.url("replay/cam"), out, seconds=15
         )
-        want = [n for n in range(first, last + 1) if n not in gap]
-        counters: list[int] = []
-        try:
-            # Until the last frame is written (or 15 s): GStreamer usually ends by itself
-            # (EOS after the RTCP BYE) but not in every run, so the file is the verdict.
-            async with asyncio.timeout(15):
-                while proc.returncode is None and (not counters or counters[-1] != want[-1]):
-                    await asyncio.sleep(0.2)
-                    counters = annexb_counters(out)
-        except TimeoutError:
-            pass
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            stdout, _ = await proc.communicate()
     finally:
         await rec.stop()
     counters = annexb_counters(out)
     # GStreamer 1.22 drops the very first access unit of the replay in most runs (not yet
-    # understood): every other recorded frame, once, in order.
-    assert counters in (want, want[1:]), (
-        counters[:3],
-        len(counters),
-        len(want),
-        stdout.decode(errors="replace")[-1500:],
+    # understood), and in a few runs the last few: its rtspsrc pushes EOS at the RTCP BYE
+    # past what its jitterbuffer still holds (the whole range comes at once with
+    # Rate-Control: no). Every other recorded frame, once, in order, across the gap.
+    skip = 0 if counters[:1] == want[:1] else 1
+    assert counters == want[skip : skip + len(counters)] and counters[-1] >= gap.stop + GOP, (
+        by_itself,
+        sorted(set(want) - set(counters)),
+        len(counters) - len(set(counters)),
+        output[-1500:],
     )
-    decoded = errors = 0
-    with av.open(str(out), format="h264") as container:
-        for pkt in container.demux(video=0):
-            try:
-                decoded += len(pkt.decode())
-            except av.error.InvalidDataError:
-                errors += 1
+    decoded, errors = decode_file(out)
     # Without the first keyframe the rest of the first GOP cannot be decoded either.
     assert errors == 0
-    assert decoded == len(counters) - (0 if counters == want else GOP - 1), decoded
+    assert decoded == len(counters) - (0 if skip == 0 else GOP - 1), decoded

@@ -28,6 +28,9 @@ SECONDS = 11.0
 """The simulated clip's length: longer than the merger's history (256 AUs), so a promoted
 standby whose first keyframe is newer than the stream's head cannot be matched to the
 copy of that picture one loop earlier (which would drop its pictures as copies)."""
+READ = 6.5
+"""Seconds the warm standby test's client reads: past the failback, which comes 1 to 3 s
+after the primary is back (jittered reconnect, 1 s hold, a switch point)."""
 MAX_GAP = 0.6
 """Seconds: detection (~0.15 s for a kill: the TCP close is immediate) + PLAY round trip +
 the recorder's first keyframe (its buffered GOP is sent at once) + a loaded CI box."""
@@ -73,7 +76,7 @@ async def test_warm_standby_pauses_takes_over_and_pauses_again() -> None:
         feed = proxy.feeds["lobby"]
         async with LoopStalls() as stalls:
             reader = asyncio.create_task(
-                asyncio.to_thread(read_rtsp, proxy.url("lobby"), seconds=5.5)
+                asyncio.to_thread(read_rtsp, proxy.url("lobby"), seconds=READ)
             )
             await asyncio.sleep(0.5)
             assert feed.slots[1].standby_state is State.PAUSED
@@ -82,18 +85,24 @@ async def test_warm_standby_pauses_takes_over_and_pauses_again() -> None:
             sim.recorders["r1"].kill()
             await asyncio.sleep(1.0)
             assert feed.source_name(feed.active) == "r2"
-            # Back (the reconnect it hung in is dropped): failed back to after 1 s.
+            # Back (the reconnect it hung in is dropped): failed back to once r1 has been
+            # healthy for the 1 s hold, after its jittered reconnect, at a switch point.
             sim.recorders["r1"].clear()
             sim.recorders["r1"].close_connections()
-            await asyncio.sleep(1.8)
-            assert feed.source_name(feed.active) == "r1"
-            assert feed.slots[1].standby_state is State.PAUSED
+            back = asyncio.get_running_loop().time()
+            async with asyncio.timeout(3.5):
+                while feed.source_name(feed.active) != "r1":
+                    await asyncio.sleep(0.05)
+            assert asyncio.get_running_loop().time() - back >= 1.0  # not before the hold
+            async with asyncio.timeout(1.0):
+                while feed.slots[1].standby_state is not State.PAUSED:
+                    await asyncio.sleep(0.05)
             ratio, standby_pkts, _ = await standing_by(sim, proxy, 0.7)
             assert ratio <= 0.05 and standby_pkts == 0, (ratio, standby_pkts)
             result = await reader
     reasons = [(s.reason, s.to_source) for s in feed.switches]
     assert ("failover", "r2") in reasons and ("failback", "r1") in reasons
-    assert_clean(result, stalls, 5.5)
+    assert_clean(result, stalls, READ)
 
 
 async def test_cold_standby_connects_only_on_failure() -> None:
