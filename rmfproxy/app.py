@@ -314,6 +314,8 @@ class Proxy:
             self.server.close_camera_sessions(cam, why)
             stopping.append(feed.stop())
         await asyncio.gather(*stopping)  # all at once, like stop()
+        for cam in change.removed:
+            self.metrics.remove_camera(cam)  # after the stop: its last switch counted first
         for cam in [*change.changed, *change.added]:
             feed = self._make_feed(cam, new.cameras[cam])
             self._measure(cam, feed)

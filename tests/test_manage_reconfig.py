@@ -52,6 +52,12 @@ def document(sim: SimCluster, cameras: dict[str, dict[str, Any]]) -> dict[str, A
     }
 
 
+async def metrics_text(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as r:
+        assert r.status == 200
+        return await r.text()
+
+
 async def test_cameras_change_through_the_api_and_other_clients_never_notice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,8 +121,16 @@ async def test_cameras_change_through_the_api_and_other_clients_never_notice(
             async with http.put(api("/api/v1/config"), json=moved, headers=ok) as r:
                 assert r.status == 409
                 assert [p["field"] for p in (await r.json())["problems"]] == ["rtsp.listen"]
+            before = await metrics_text(http, api("/metrics"))
+            assert 'rmfproxy_camera_switches_total{camera="gate"' in before
+            assert 'rmfproxy_camera_switch_gap_seconds_count{camera="gate"}' in before
             async with http.delete(api("/api/v1/cameras/gate"), headers=ok) as r:
                 assert r.status == 200 and (await r.json())["removed"] == ["gate"]
+            # every series of a removed camera goes with it (a dashboard would show it
+            # forever at its last values); the others stay
+            after = await metrics_text(http, api("/metrics"))
+            assert 'camera="gate"' not in after
+            assert 'rmfproxy_camera_switches_total{camera="lobby"' in after
             async with http.delete(api("/api/v1/cameras/gate"), headers=auth) as r:
                 assert r.status == 404
             assert set(proxy.feeds) == {"lobby", "yard"}

@@ -18,6 +18,7 @@ the config), ``direction`` (failover, failback, manual, initial) and ``reason``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -401,6 +402,8 @@ class ProxyMetrics:
         r.register(_FeedCollector(proxy))
         r.register(_ArchiveCollector(proxy))
         r.register(_ServerCollector(proxy))
+        self._switch_labels: dict[str, set[tuple[str, str]]] = {}
+        """Per camera, the (direction, reason) pairs its switch counter has series for."""
 
     def add_camera(self, camera: str) -> None:
         """Export a camera's switch histograms from zero, so that its first switch shows
@@ -408,9 +411,20 @@ class ProxyMetrics:
         self.detection.labels(camera)
         self.gap.labels(camera)
 
+    def remove_camera(self, camera: str) -> None:
+        """Drop a removed camera's switch series. The collectors' series go with the feed;
+        these are kept by the registry, so without this a camera deleted from the config
+        would be exported (and graphed, alerted on) at its last values until a restart."""
+        for direction, reason in self._switch_labels.pop(camera, ()):
+            self.switches.remove(camera, direction, reason)
+        for metric in (self.detection, self.gap, self.last_switch):
+            with contextlib.suppress(KeyError):  # never set: no switch yet
+                metric.remove(camera)
+
     def count_switch(self, camera: str, rec: SwitchRecord) -> None:
         """One switch of ``camera`` (the composition root subscribes this to its feed)."""
         self.switches.labels(camera, rec.reason, rec.cause).inc()
+        self._switch_labels.setdefault(camera, set()).add((rec.reason, rec.cause))
         self.last_switch.labels(camera).set(rec.at)
         if rec.reason == "initial":
             return
