@@ -23,6 +23,7 @@ from rmfproxy.app import ListenError, Proxy
 from rmfproxy.config import ConfigError, parse_config
 from rmfproxy.manage.revisions import restart_only_changes
 from rmfproxy.rtsp.sdp import SessionDescription
+from rmfproxy.serve.limits import ServeLimits
 from rmfproxy.serve.server import RtspServer
 from rmfproxy.serve.stream import MediaSink, TrackStart
 from rmfproxy.tls import ServerTls, TlsFileError, client_context, server_context
@@ -171,6 +172,14 @@ async def open_tls(
     return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ctx), 5)
 
 
+def blocking_handshake(port: int, ctx: ssl.SSLContext) -> None:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname="127.0.0.1"),
+    ):
+        pass
+
+
 def legacy_client(maximum: ssl.TLSVersion) -> ssl.SSLContext:
     """A client that offers TLS 1.0 up to ``maximum`` (SECLEVEL=0: OpenSSL 3 would not
     offer the old versions' SHA-1 signatures otherwise)."""
@@ -214,6 +223,45 @@ async def test_tls_1_1_client_is_refused_by_the_server(pki: Pki) -> None:
     ctx = server_context(pki.cert, pki.key)
     assert ctx.minimum_version is ssl.TLSVersion.TLSv1_2
     assert ctx.options & ssl.OP_NO_COMPRESSION
+
+
+async def test_failed_handshakes_are_logged_with_their_reason_and_counted(pki: Pki) -> None:
+    """asyncio reports a failed TLS handshake only in debug mode: the listener runs them
+    itself, so a plain client on the TLS port, an untrusting client, an old TLS version
+    and a silent one are each a warning with the client's address and why, and a count."""
+    limits = ServeLimits(request_timeout=0.3)
+    with structlog.testing.capture_logs() as logs:
+        async with tls_server(pki, limits=limits) as server:
+            port = server.tls_port
+            _, w = await asyncio.open_connection("127.0.0.1", port)  # plain RTSP
+            w.write(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                tls11 = legacy_client(ssl.TLSVersion.TLSv1_1)
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await open_tls(port, tls11)
+            # A client that does not trust the test CA; a socket client, which sends its
+            # alert before it closes (asyncio's closes without one).
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio.to_thread(blocking_handshake, port, ssl.create_default_context())
+            silent = socket.create_connection(("127.0.0.1", port))
+            async with asyncio.timeout(5):
+                while server.tls_handshake_failures < 4:
+                    await asyncio.sleep(0.02)
+            # Still serving: a good client gets through, and nothing of it is counted.
+            _, good = await open_tls(port, client_context(pki.ca))
+            good.close()
+            silent.close()
+            w.close()
+            assert server.tls_handshake_failures == 4
+    failed = [e for e in logs if e["event"] == "rtsp.tls_handshake_failed"]
+    assert all(e["log_level"] == "warning" and e["client"] == "127.0.0.1" for e in failed)
+    assert {e["reason"] for e in failed} == {
+        "wrong_version_number",  # the plain request
+        "unsupported_protocol",  # TLS 1.1
+        "tlsv1_alert_unknown_ca",  # the client's alert
+        "timeout",  # the silent client, after request_timeout
+    }, failed
 
 
 async def test_udp_setup_over_tls_is_461_and_urls_say_rtsps(pki: Pki) -> None:

@@ -349,6 +349,12 @@ class _ServerCollector(Collector):
         for listener, count in counts.items():
             family.add_metric([listener], count)
         yield family
+        yield CounterMetricFamily(
+            "rmfproxy_rtsp_tls_handshake_failures",
+            "TLS handshakes on the RTSPS listener that failed or timed out (the reason is in "
+            "the rtsp.tls_handshake_failed log line).",
+            value=server.tls_handshake_failures,
+        )
 
 
 class ProxyMetrics:

@@ -30,6 +30,7 @@ from rmfproxy.serve.limits import AuthBans, ConnectionLimits, ServeLimits
 from rmfproxy.serve.replay import ReplayProvider, ReplayStream
 from rmfproxy.serve.session import ClientSession, State
 from rmfproxy.serve.stream import MediaStream
+from rmfproxy.serve.tls_accept import TlsListener
 from rmfproxy.tls import ServerTls
 
 log = structlog.get_logger(__name__)
@@ -125,7 +126,9 @@ class RtspServer:
         media goes on), as recorders without live PAUSE do; empty: PAUSE stops the media."""
         self._registered_ports: tuple[int, ...] = ()
         self._server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
+        self._tls_server: TlsListener | None = None
+        self.tls_handshake_failures = 0
+        """Handshakes on the RTSPS listener that failed or timed out, since start."""
         self._reaper: asyncio.Task[None] | None = None
 
     @property
@@ -164,16 +167,13 @@ class RtspServer:
             await self._bind_udp()  # UDP media only for plain RTSP clients
         if self.tls is not None:
             try:
-                self._tls_server = await loop.create_server(
-                    lambda: RtspConnection(self, tls=True),
-                    self.tls_host,
-                    self.tls_requested_port,
-                    reuse_address=True,
-                    ssl=self.tls.context,
-                    # A client that connects and never completes its handshake holds
-                    # no slot of the connection limits yet: bound the time it may take.
-                    ssl_handshake_timeout=self.limits.request_timeout,
+                # The handshakes run per connection, so a failed one is seen
+                # (:mod:`rmfproxy.serve.tls_accept`).
+                listener = TlsListener(
+                    self, self.tls.context, self.limits.request_timeout, self._tls_connection
                 )
+                self._tls_server = listener
+                await listener.start(self.tls_host, self.tls_requested_port)
             except OSError as exc:
                 await self.close()
                 raise TlsListenError(exc.errno, exc.strerror) from exc
@@ -228,6 +228,15 @@ class RtspServer:
         if self.udp_ports is not None and port in self.udp_ports:
             return True
         return self.local_ports.is_own_port(port)
+
+    def _tls_connection(self) -> RtspConnection:
+        return RtspConnection(self, tls=True)
+
+    def tls_handshake_failed(self, ip: str, reason: str) -> None:
+        """A client's TLS handshake on the RTSPS listener failed: counted and logged (once
+        per client address and reason per interval)."""
+        self.tls_handshake_failures += 1
+        self.log_refusal("rtsp.tls_handshake_failed", ip, reason, level="warning", reason=reason)
 
     def log_refusal(
         self,
@@ -310,9 +319,11 @@ class RtspServer:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        servers = [s for s in (self._server,) if s is not None]
         for server in servers:
             server.close()
+        if self._tls_server is not None:
+            await self._tls_server.close()
         for session in list(self.sessions.values()):
             self.close_session(session, CloseReason.SERVER_SHUTDOWN)
         self.close_connections()
