@@ -7,13 +7,15 @@ command line (showinfo), GStreamer's gst-launch-1.0 and FFmpeg's demuxer through
 Two recorders of one camera agree on the slices and on nothing else; the proxy must still
 deliver every frame once: no more frames than the camera made (plus one GOP of start-up
 slack), no decoder error, no frame counter repeated or skipped, and the picture back within
-0.2 s after a recorder is killed and 0.5 s after one silently freezes (SIGSTOP).
+0.2 s after a recorder is killed and 0.5 s after one silently freezes (SIGSTOP). Each
+recorder's thumbnail (admin API) decodes too, whatever its parameter-set schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import re
 import shutil
@@ -24,6 +26,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
+import av
 import pytest
 import structlog
 
@@ -47,6 +51,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.external, pytest.mark.asyncio(loop_fa
 Codec = Literal["h264", "h265"]
 FPS = 25
 GOP = 25
+SIZE = (320, 240)
 CAMERA = "lobby"
 STEADY_SECONDS = 8.0
 FAULT_SECONDS = 16.0
@@ -107,7 +112,9 @@ async def restreamed_proxy(
     """Camera -> recorders g1, g2 (GStreamer re-streams) -> proxy (g1 primary, hitless)."""
     need("gst-launch-1.0")
     need("ffmpeg")
-    spec = SimSpec(recorders=[("cam", 0)], cameras=[CAMERA], codec=codec, fps=FPS, gop=GOP)
+    spec = SimSpec(
+        recorders=[("cam", 0)], cameras=[CAMERA], codec=codec, fps=FPS, gop=GOP, size=SIZE
+    )
     async with contextlib.AsyncExitStack() as stack:
         sim = await stack.enter_async_context(SimCluster(spec))
         try:
@@ -119,7 +126,7 @@ async def restreamed_proxy(
         cfg = parse_config(
             {
                 "rtsp": {"listen": "127.0.0.1:0"},
-                "api": {"enabled": False},
+                "api": {"listen": "127.0.0.1:0"},
                 "cameras": {
                     CAMERA: {
                         "sources": [
@@ -240,6 +247,23 @@ async def gstreamer_client(url: str, codec: Codec, transport: str, seconds: floa
     return r
 
 
+async def thumbnail_sizes(proxy: Proxy) -> dict[str, tuple[int, int] | str]:
+    """Each recorder's thumbnail from the admin API, decoded: its size, or what went wrong."""
+    out: dict[str, tuple[int, int] | str] = {}
+    async with aiohttp.ClientSession() as http:
+        for name in ("g1", "g2"):
+            url = proxy.api_url(f"/api/v1/cameras/{CAMERA}/sources/{name}/thumbnail.jpg")
+            async with http.get(url) as r:
+                if r.status != 200 or r.content_type != "image/jpeg":
+                    out[name] = f"HTTP {r.status} {r.content_type}"
+                    continue
+                jpeg = await r.read()
+            with av.open(io.BytesIO(jpeg)) as c:
+                frame = next(c.decode(video=0))
+            out[name] = (frame.width, frame.height)
+    return out
+
+
 def gst_bad_lines(r: ToolResult) -> list[str]:
     return [t for _, t in r.lines if t.startswith(("ERROR", "WARNING")) or "CRITICAL" in t]
 
@@ -354,7 +378,16 @@ async def test_restreamed_feeds_merge_clean(codec: Codec, pair: str) -> None:
     # No fault at all: two re-streams of one camera, merged, must look like the camera.
     async with restreamed_proxy(codec, PAIR_A if pair == "A" else PAIR_B) as (_rs, proxy):
         reads = await read_all(proxy.url(CAMERA), codec, "tcp", STEADY_SECONDS)
+        thumbnails = await thumbnail_sizes(proxy)
+        active = active_name(proxy)
     failures = check_clean(reads, STEADY_SECONDS)
+    # The relayed recorder's and its standby's thumbnails decode, the picture's proportions.
+    want = (320, 320 * SIZE[1] // SIZE[0])
+    failures += [
+        f"thumbnail of {n} ({active} relayed): {got}"
+        for n, got in thumbnails.items()
+        if got != want
+    ]
     for name, times in (
         ("ffmpeg", reads.ffmpeg.frames),
         ("gst-launch", reads.gst.frames),

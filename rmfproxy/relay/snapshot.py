@@ -206,6 +206,9 @@ class KeyframeSnapshot:
 def keyframe(feed: Feed, source: int) -> KeyframeSnapshot | None:
     """The keyframe starting source ``source``'s current GOP, or None when it has none.
 
+    A source's buffer holds that access unit alone, as its assembler made it: parameter
+    sets or SEI a recorder sent as a unit of their own (another RTP timestamp, a marker
+    bit) come first in it, so every packet is taken, whatever its timestamp and marker.
     Copied on the event loop (a few hundred kilobytes at most), so that decoding it in
     a thread never reads a buffer the packet path reuses."""
     track = feed.video_track
@@ -214,7 +217,6 @@ def keyframe(feed: Feed, source: int) -> KeyframeSnapshot | None:
     if track is None or encoding is None or not gop.valid:
         return None
     packets: list[bytes] = []
-    first_ts: int | None = None
     for t, pkt in gop.packets:
         if t != track:
             continue
@@ -222,13 +224,7 @@ def keyframe(feed: Feed, source: int) -> KeyframeSnapshot | None:
             rtp.payload_span(pkt)
         except ValueError:
             continue  # malformed: the decoder gets the others
-        ts = rtp.timestamp(pkt)
-        if first_ts is not None and ts != first_ts:
-            break  # the next AU began (a source without marker bits)
-        first_ts = ts
         packets.append(bytes(pkt))
-        if rtp.marker(pkt):  # marker: the access unit is complete
-            break
     if not packets:
         return None
     params = feed.merger.parameter_sets(source) if feed.merger is not None else {}
