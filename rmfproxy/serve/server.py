@@ -170,7 +170,10 @@ class RtspServer:
                 # The handshakes run per connection, so a failed one is seen
                 # (:mod:`rmfproxy.serve.tls_accept`).
                 listener = TlsListener(
-                    self, self.tls.context, self.limits.request_timeout, self._tls_connection
+                    self.tls.context,
+                    self.limits.request_timeout,
+                    self._tls_connection,
+                    self.tls_handshake_failed,
                 )
                 self._tls_server = listener
                 await listener.start(self.tls_host, self.tls_requested_port)

@@ -21,12 +21,8 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import structlog
-
-if TYPE_CHECKING:
-    from rmfproxy.serve.server import RtspServer
 
 log = structlog.get_logger(__name__)
 
@@ -53,16 +49,17 @@ def handshake_failure(exc: BaseException) -> str:
 
 class TlsListener:
     """Listening sockets for RTSPS; each accepted connection becomes ``make_conn()``'s
-    protocol over TLS once its handshake succeeds."""
+    protocol over TLS once its handshake succeeds, and each failed handshake is told to
+    ``on_failure(client address, reason)``."""
 
     def __init__(
         self,
-        server: RtspServer,
         context: ssl.SSLContext,
         timeout: float,
         make_conn: Callable[[], asyncio.Protocol],
+        on_failure: Callable[[str, str], None],
     ) -> None:
-        self.server = server
+        self.on_failure = on_failure
         self.context = context
         self.timeout = timeout
         self.make_conn = make_conn
@@ -117,7 +114,7 @@ class TlsListener:
         except (OSError, TimeoutError, EOFError) as exc:  # ssl.SSLError is an OSError
             # The loop closed the socket (its transport's); the client is told by the
             # TLS alert the library sent, or by the close.
-            self.server.tls_handshake_failed(str(peer[0]), handshake_failure(exc))
+            self.on_failure(str(peer[0]), handshake_failure(exc))
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:
