@@ -295,3 +295,35 @@ def test_a_warm_standby_of_another_codec_is_never_promoted() -> None:
     assert not core.slots[1].available(1.0)
     core.on_timer(1.0)  # the active source never sent anything: no healthy source
     assert [c for c in core.controls if c[0] == 1] == []
+
+
+def test_an_output_stall_restarts_once_per_period_and_is_not_delivering_until_video_flows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net restarts the stream when nothing went out for OUTPUT_STALL although
+    the active source is healthy; readiness must keep saying "not delivering" through the
+    restart (it once flipped back at each restart while clients still got nothing)."""
+    rig = Rig()
+    sink = Sink(rig)
+    started(rig, sink)
+    core = rig.core
+    assert core.delivering(rig.now)
+    merger = core.merger
+    assert merger is not None
+    real_push = merger.push
+    stuck = True
+
+    def push(*args: object) -> object:
+        out = real_push(*args)
+        return () if stuck else out
+
+    monkeypatch.setattr(merger, "push", push)
+    sent = sink.packets_sent
+    rig.run(30, 30 + int(2.5 * feed_core.OUTPUT_STALL / FRAME), (0, 1))
+    assert sink.packets_sent == sent
+    assert core.output_stalls == 2  # at OUTPUT_STALL and at 2 x OUTPUT_STALL, not more
+    assert not core.delivering(rig.now)
+    stuck = False
+    first = int(rig.now / FRAME) + 1
+    rig.run(first, first + 2 * GOP, (0, 1))
+    assert sink.packets_sent > sent and core.delivering(rig.now)

@@ -136,6 +136,8 @@ class FeedCore:
         self._detection = 0.0
         self._cause: LossReason | SwitchCause = SwitchCause.START
         self._last_out = 0.0
+        self._stall_restart_at = 0.0
+        """When the output-stall safety net last restarted the stream (once per period)."""
         self.switches: list[SwitchRecord] = []
         """The last 50 switches."""
         self.switch_count = 0
@@ -402,7 +404,8 @@ class FeedCore:
             return
         if not self.slots[active].healthy(now) or merger.anchoring(active):
             return
-        if self._last_out and now - self._last_out > OUTPUT_STALL:
+        since = max(self._last_out, self._stall_restart_at)
+        if self._last_out and now - since > OUTPUT_STALL:
             self.output_stalls += 1
             log.error(
                 "feed.output_stalled",
@@ -411,7 +414,9 @@ class FeedCore:
                 silent_s=round(now - self._last_out, 2),
             )
             merger.anchor(active)
-            self._last_out = now  # one restart per stall period
+            # One restart per stall period. _last_out stays: delivering() (readiness, the
+            # API, the metric) says no until a picture really goes out again.
+            self._stall_restart_at = now
 
     def _evaluate(self, now: float) -> None:
         healthy = [s.healthy(now) for s in self.slots]
