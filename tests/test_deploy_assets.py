@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rmfproxy.config import Config, load_config
 from rmfproxy.relay.policy import Reason
 from tests.support import relay
+from tests.tls_support import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -193,8 +195,12 @@ def validate_config(
 # a running proxy's exposition ------------------------------------------------------
 
 
-async def _scrape() -> str:
-    async with relay("h264") as (_sim, proxy), aiohttp.ClientSession() as http:
+async def _scrape(pki: Pki) -> str:
+    tls = {"listen": "127.0.0.1:0", "cert_file": str(pki.cert), "key_file": str(pki.key)}
+    async with (
+        relay("h264", rtsp={"tls": tls}) as (_sim, proxy),
+        aiohttp.ClientSession() as http,
+    ):
         await asyncio.sleep(0.3)  # a lag probe or two
         async with http.get(proxy.api_url("/metrics")) as resp:
             assert resp.status == 200
@@ -202,9 +208,10 @@ async def _scrape() -> str:
 
 
 @pytest.fixture(scope="module")
-def exposition() -> str:
-    """/metrics of a proxy relaying camera "lobby" from sources r1 and r2."""
-    return asyncio.run(_scrape())
+def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """/metrics of a proxy relaying camera "lobby" from sources r1 and r2, with an RTSPS
+    listener too (its metrics exist only then)."""
+    return asyncio.run(_scrape(make_pki(tmp_path_factory.mktemp("pki"))))
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +231,7 @@ def test_promtool_checks_rules_and_config() -> None:
     tool = promtool()
     proc = run(tool, "check", "rules", str(ALERTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "8 rules found" in proc.stdout
+    assert "9 rules found" in proc.stdout
     proc = run(tool, "check", "config", "--syntax-only", str(PROMETHEUS_YML))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Without --syntax-only promtool also loads the rule files the config names.
@@ -248,6 +255,7 @@ def test_promtool_unit_tests_of_the_alerts() -> None:
         "RmfproxySwitchStorm",
         "RmfproxySwitchGapAboveBudget",
         "RmfproxyCameraNotDelivering",
+        "RmfproxyTlsCertificateExpiresSoon",
     }
     assert required <= fired, required - fired
     assert required <= quiet, required - quiet
@@ -264,6 +272,7 @@ def test_alert_rules_are_complete() -> None:
         "RmfproxyEventLoopLag",
         "RmfproxyDown",
         "RmfproxyCameraNotDelivering",
+        "RmfproxyTlsCertificateExpiresSoon",
     }
     expected = {
         "RmfproxyCameraNotDelivering": ("30s", "critical"),
@@ -272,6 +281,7 @@ def test_alert_rules_are_complete() -> None:
         "RmfproxyClientsDroppedForSlowness": ("5m", "info"),
         "RmfproxyEventLoopLag": ("2m", None),
         "RmfproxyDown": ("1m", None),
+        "RmfproxyTlsCertificateExpiresSoon": ("10m", "warning"),
     }
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
@@ -333,6 +343,20 @@ def test_queried_labels_are_exported(exported: dict[str, set[str]]) -> None:
     assert {"camera", "source"} <= exported["rmfproxy_source_up"]
     assert {"camera", "direction", "reason"} <= exported["rmfproxy_camera_switches_total"]
     assert {"camera", "le"} <= exported["rmfproxy_camera_switch_gap_seconds_bucket"]
+
+
+def test_tls_metrics_say_when_the_certificate_expires(exposition: str) -> None:
+    """What the expiry alert reads: the test certificate is made for 2 days."""
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+    expiry = values[("rmfproxy_tls_certificate_expiry_timestamp_seconds", ())]
+    assert time.time() + 86400 < expiry <= time.time() + 2 * 86400 + 60
+    assert values[("rmfproxy_tls_certificate_reloads_total", (("result", "ok"),))] == 0
+    assert values[("rmfproxy_tls_certificate_reloads_total", (("result", "failed"),))] == 0
+    assert values[("rmfproxy_rtsp_tls_handshake_failures_total", ())] == 0
 
 
 def test_dashboard_queries_return_data(exposition: str, tmp_path: Path) -> None:

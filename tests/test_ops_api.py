@@ -24,6 +24,7 @@ from rmfproxy.config import parse_config
 from rmfproxy.rtp import h264, h265, nal
 from rmfproxy.sim.camera import StreamStyle
 from tests.support import relay
+from tests.tls_support import make_pki
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_factories=["uvloop"])]
 
@@ -317,11 +318,13 @@ async def test_metrics_pass_promtool_lint(http: aiohttp.ClientSession) -> None:
 async def test_every_exported_metric_is_documented(
     http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    # With the coverage journal configured, so that its metrics are exported too.
-    async with relay("h264", archive={"journal": str(tmp_path / "coverage.sqlite")}) as (
-        _sim,
-        proxy,
-    ):
+    # With the coverage journal and an RTSPS listener configured, so that their metrics
+    # are exported too.
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    tls = {"listen": "127.0.0.1:0", "cert_file": str(pki.cert), "key_file": str(pki.key)}
+    archive = {"journal": str(tmp_path / "coverage.sqlite")}
+    async with relay("h264", archive=archive, rtsp={"tls": tls}) as (_sim, proxy):
         samples = await scrape(http, proxy)
     families = {
         re.sub(r"_(bucket|count|sum)$", "", name)

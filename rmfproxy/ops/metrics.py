@@ -349,6 +349,23 @@ class _ServerCollector(Collector):
         for listener, count in counts.items():
             family.add_metric([listener], count)
         yield family
+        tls = server.tls
+        if tls is not None:
+            if tls.not_after is not None:
+                yield GaugeMetricFamily(
+                    "rmfproxy_tls_certificate_expiry_timestamp_seconds",
+                    "Unix time the RTSPS listener's certificate in use expires.",
+                    value=tls.not_after,
+                )
+            reloads = CounterMetricFamily(
+                "rmfproxy_tls_certificate_reloads",
+                "Certificate reloads (SIGHUP) of the RTSPS listener: ok (the new pair is in "
+                "use) or failed (the previous one stays; tls.reload_failed says why).",
+                labels=["result"],
+            )
+            reloads.add_metric(["ok"], tls.reloads)
+            reloads.add_metric(["failed"], tls.reload_failures)
+            yield reloads
         yield CounterMetricFamily(
             "rmfproxy_rtsp_tls_handshake_failures",
             "TLS handshakes on the RTSPS listener that failed or timed out (the reason is in "
