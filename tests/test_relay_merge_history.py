@@ -20,12 +20,12 @@ def test_history_keeps_the_last_aus_and_forgets_older_ones() -> None:
     first = total - HISTORY
     for i in range(first, total):
         fp = 7 if i == HISTORY + 20 else 1000 + i
-        assert m._fp_index[fp] == i
+        assert m._sent_index(fp) == i
         assert m._out_ts_of(i) == (0xFFFFFF00 + 3600 * i) & 0xFFFFFFFF
-    assert all(1000 + i not in m._fp_index for i in range(first))
+    assert all(m._sent_index(1000 + i) is None for i in range(first))
     assert len(m._fp_index) == HISTORY
     for _ in range(HISTORY - 30):  # up to the last AU that still has the second copy
         m._record(0, 0)
-    assert 7 in m._fp_index
+    assert m._sent_index(7) == HISTORY + 20
     m._record(0, 0)
-    assert 7 not in m._fp_index
+    assert m._sent_index(7) is None

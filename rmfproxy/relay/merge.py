@@ -203,7 +203,9 @@ class Merger:
         self._skip_leading = False
         self._sources: dict[int, _Source] = {}
         self._fp_index: dict[int, int] = {}
-        """Outbound index of the last AU sent with each fingerprint of the history."""
+        """Ring slot of the last AU sent with each fingerprint of the history (slots are
+        below HISTORY: small ints Python shares, where indices would be an int object per
+        AU; see :meth:`_sent_index`)."""
         self._hist_fp = [0] * HISTORY
         self._hist_ts = array("q", bytes(8 * HISTORY))
         """Fingerprint and outbound timestamp of outbound AU ``i`` at ``i % HISTORY``, for
@@ -393,7 +395,7 @@ class Merger:
         """The outbound index of a copy of ``au`` sent after the source's last position."""
         if not self.merge:
             return None
-        i = self._fp_index.get(au.fingerprint)
+        i = self._sent_index(au.fingerprint)
         aligned = src.state is _ALIGNED
         low = max(src.pos, self._floor) if aligned else self._floor
         if i is None or not low < i <= self.head:
@@ -608,11 +610,18 @@ class Merger:
         self.head = head = self.head + 1
         slot = head % HISTORY
         old_fp = self._hist_fp[slot]  # of AU head - HISTORY, forgotten now
-        if self._fp_index.get(old_fp) == head - HISTORY:
+        if self._fp_index.get(old_fp) == slot:  # (a later copy of it has another slot)
             del self._fp_index[old_fp]
         self._hist_fp[slot] = fp
         self._hist_ts[slot] = out_ts
-        self._fp_index[fp] = head
+        self._fp_index[fp] = slot
+
+    def _sent_index(self, fp: int) -> int | None:
+        """The outbound index of the last of the last HISTORY AUs with fingerprint ``fp``."""
+        slot = self._fp_index.get(fp)
+        if slot is None:
+            return None
+        return self.head - (self.head - slot) % HISTORY
 
     def _out_ts_of(self, i: int) -> int:
         """The outbound timestamp of AU ``i``, one of the last HISTORY."""
