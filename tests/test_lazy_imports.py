@@ -1,10 +1,9 @@
 """The proxy's process does not load PyAV (and the numpy it pulls in, ~20 MB of RSS)
 until a thumbnail is rendered or an archive exported.
 
-Checked on the source, not by importing: what ``import rmfproxy.app`` executes is the
-closure of the module-level imports (function bodies and ``if TYPE_CHECKING:`` blocks
-left out) from ``rmfproxy/app.py``. A subprocess doing the import would take over a
-second.
+Checked on the source, not by importing: what importing a module executes is the
+closure of its module-level imports (function bodies and ``if TYPE_CHECKING:`` blocks
+left out). A subprocess doing the import would take over a second.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
+
+import pytest
 
 import rmfproxy
 
@@ -84,6 +85,12 @@ def test_closure_follows_the_imports() -> None:
     assert "av" in loaded_by("rmfproxy.sim.encoder")[1]
 
 
-def test_app_does_not_load_pyav() -> None:
-    _, outside = loaded_by("rmfproxy.app")
+@pytest.mark.parametrize(
+    # what ``python -m rmfproxy run`` imports: the CLI, the modules its parser imports in
+    # functions, the proxy
+    "module",
+    ["rmfproxy.__main__", "rmfproxy.manage.commands", "rmfproxy.sim.wan", "rmfproxy.app"],
+)
+def test_the_proxy_does_not_load_pyav(module: str) -> None:
+    _, outside = loaded_by(module)
     assert not outside & ONLY_ON_USE
