@@ -17,9 +17,12 @@ after ``--warmup``:
 - ``rate_ratio``: frames the clients got / N x fps x seconds (below 1 when whole streams
   lag or stop, e.g. when the simulator or the readers run out of CPU);
 - ``rss_mb``, ``rss_per_camera_mb``: the proxy's resident memory at the end, and divided
-  by N (the process's own ~75 MB included); ``rss_peak_mb``: its peak since the start
-  (``VmHWM``); ``rss_mb_per_added_camera`` (over all N): the
-  least-squares slope of RSS over N; ``machine_busy_cores``: every process's CPU over
+  by N (the process's own ~60 MB included); ``rss_mean_mb``: its mean over the window
+  (sampled every RSS_EVERY s: with every camera's GOP in step, the RSS at one instant
+  depends on where the GOPs are); ``rss_peak_mb``: its peak since the start
+  (``VmHWM``); ``rss_mb_per_added_camera`` (over all N): the least-squares slope of RSS
+  over N, and of the mean RSS with its intercept and what it gives at 100 cameras
+  (``rss_mean_fit``); ``machine_busy_cores``: every process's CPU over
   the window (the simulator and readers share the machine: past it, losses are the
   machine's, not the proxy's).
 
@@ -56,6 +59,8 @@ from bench.rtsp_reader import ReaderStats, read
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
+RSS_EVERY = 0.5
+"""Seconds between the samples of the proxy's RSS over the window."""
 
 
 def free_port() -> int:
@@ -325,7 +330,11 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        await asyncio.sleep(args.seconds)
+        samples: list[float] = []
+        end = t0 + args.seconds
+        while (left := end - time.monotonic()) > 0:
+            samples.append(rss_mb(proxy.pid))
+            await asyncio.sleep(min(RSS_EVERY, left))
         cpu, busy, wall = (
             cpu_seconds(proxy.pid) - cpu0,
             machine_busy() - busy0,
@@ -362,9 +371,19 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "rss_mb": round(rss, 1),
         "rss_per_camera_mb": round(rss / n, 3),
+        "rss_mean_mb": round(sum(samples) / len(samples), 1),
         "rss_peak_mb": round(rss_peak, 1),
         "machine_busy_cores": round(busy / wall, 2),
     }
+
+
+def fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
+    """Least-squares line through the points: slope and intercept."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return slope, my - slope * mx
 
 
 def svg_plot(rows: list[dict[str, Any]]) -> str:
@@ -511,12 +530,14 @@ def main() -> None:
     }
     if len(rows) > 1:
         # Marginal memory per camera: least-squares slope of RSS over the camera count.
-        xs, ys = [r["cameras"] for r in rows], [r["rss_mb"] for r in rows]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-            (x - mx) ** 2 for x in xs
-        )
-        result["rss_mb_per_added_camera"] = round(slope, 3)
+        xs = [r["cameras"] for r in rows]
+        result["rss_mb_per_added_camera"] = round(fit(xs, [r["rss_mb"] for r in rows])[0], 3)
+        slope, base = fit(xs, [r["rss_mean_mb"] for r in rows])
+        result["rss_mean_fit"] = {
+            "mb_per_added_camera": round(slope, 3),
+            "base_mb": round(base, 1),
+            "per_camera_at_100_mb": round((base + 100 * slope) / 100, 3),
+        }
     if args.plot is not None and len(rows) > 1:
         asyncio.run(render_png(svg_plot(rows), args.plot))
         result["plot"] = str(args.plot)

@@ -22,6 +22,9 @@ differently still decodes after the seam.
 
 Everything is held in memory until muxed: about the span's bitrate times its length
 (``archive.export_max_seconds`` bounds it).
+
+PyAV is imported where it is used, in the worker thread that muxes, not with this
+module: a proxy that never exports never loads it (about 20 MB of RSS).
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-import av
 import structlog
 
 from rmfproxy.archive.coverage import Interval
@@ -206,6 +208,8 @@ def _has_parameter_sets(fmt: NalFormat, frame: ArchiveFrame) -> bool:
 def _picture_size(codec: Codec, first: bytes) -> tuple[int, int]:
     """Width and height of the picture the first keyframe (Annex B, parameter sets in
     front) decodes to: the MP4 sample entry needs them."""
+    import av  # here, not at the top: see the module's docstring
+
     ctx = av.CodecContext.create("h264" if codec == "h264" else "hevc", "r")
     try:
         for packet in (av.Packet(first), None):
@@ -225,6 +229,8 @@ def mux_mp4(
     """Write ``frames`` (a stitched sequence starting on a keyframe) to MP4; the file's
     size in bytes. ``parameter_sets`` per source go in front of a piece's first keyframe
     that lacks them (and the first piece's are the track's extradata)."""
+    import av  # here, not at the top: see the module's docstring
+
     if not frames:
         raise ValueError("nothing to mux")
     fmt = nal_format(codec)

@@ -5,6 +5,10 @@ event loop (:func:`rmfproxy.relay.snapshot.keyframe`), then decoded with PyAV an
 encoded as a small JPEG in a worker thread. Results are cached per source for
 ``interval`` seconds, so a page polled by many browsers costs one decode per source
 per interval.
+
+PyAV (with the FFmpeg libraries and numpy it loads, about 20 MB of RSS) is imported by
+the worker thread on the first render, not with this module: a proxy whose thumbnails
+are never asked for never loads it.
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ import asyncio
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import cast
-
-import av
+from typing import TYPE_CHECKING, cast
 
 from rmfproxy.relay.feed import Feed
 from rmfproxy.relay.snapshot import KeyframeSnapshot, keyframe
 from rmfproxy.rtp import h264, h265
 from rmfproxy.rtp import packet as rtp
 from rmfproxy.rtp.nal import Depacketizer, to_annexb
+
+if TYPE_CHECKING:
+    import av
 
 WIDTH = 320
 """Thumbnail width in pixels (height keeps the aspect ratio)."""
@@ -56,7 +61,9 @@ def keyframe_access_unit(key: KeyframeSnapshot) -> tuple[str, bytes] | None:
 
 def render_jpeg(codec: str, annexb: bytes, width: int = WIDTH) -> bytes:
     """Decode one keyframe access unit and encode it as a JPEG ``width`` pixels wide."""
-    decoder = cast(av.VideoCodecContext, av.CodecContext.create(codec, "r"))
+    import av  # here, not at the top: see the module's docstring
+
+    decoder = cast("av.VideoCodecContext", av.CodecContext.create(codec, "r"))
     frames = list(decoder.decode(av.Packet(annexb)))
     frames += list(decoder.decode(None))
     if not frames:
@@ -118,8 +125,18 @@ class Thumbnails:
         if au is None:
             return None
         self.renders += 1
-        try:
-            return await asyncio.to_thread(render_jpeg, *au)
-        except (av.error.FFmpegError, ValueError):
+        jpeg = await asyncio.to_thread(_render_or_none, *au)
+        if jpeg is None:
             self.failures += 1
-            return None
+        return jpeg
+
+
+def _render_or_none(codec: str, annexb: bytes) -> bytes | None:
+    """:func:`render_jpeg`, or None when the keyframe does not decode (in the worker
+    thread, where PyAV's errors can be named without importing it on the loop)."""
+    import av  # here, not at the top: see the module's docstring
+
+    try:
+        return render_jpeg(codec, annexb)
+    except (av.error.FFmpegError, ValueError):
+        return None

@@ -46,8 +46,10 @@ class AccessUnit:
     """The RTP packets, header included, in order."""
     complete: bool = False
     """Every packet of it arrived (see the module docstring)."""
-    fingerprint: tuple[int, int] = (0, 0)
-    """CRC-32 and length of its VCL NAL units (type + body), independent of packetization."""
+    fingerprint: int = 0
+    """Length (above bit 32) and CRC-32 (the low 32 bits) of its VCL NAL units (type +
+    body), independent of packetization. One int, not a pair: the merger keeps one per
+    outbound AU of the last ~10 s for every camera."""
     keyframe: bool = False
     """It holds a random-access slice (H.264 IDR, H.265 IRAP)."""
     skip_on_start: bool = False
@@ -167,7 +169,7 @@ class AuAssembler:
         self._cur = None
         if self._frag_param is not None:
             au.complete = False  # a fragmented NAL that never ended
-        au.fingerprint = (self._crc, self._len)
+        au.fingerprint = self._len << 32 | self._crc
         if not au.vcl and au.complete:
             # Parameter sets or SEI under a timestamp of their own: they go in front of the
             # next picture (bounded: a source that sends only these gets nowhere).

@@ -54,6 +54,7 @@ import enum
 import random
 import statistics
 import struct
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,18 +143,18 @@ class _Source:
     anchor_pending: bool = False
     params: dict[int, bytes] = field(default_factory=dict)
     sdp_params: dict[int, bytes] = field(default_factory=dict)
-    stamps: deque[tuple[int, int]] = field(
-        default_factory=lambda: deque(maxlen=SPACING_CHUNKS * SPACING_CHUNK + 1)
-    )
-    """(AU count, timestamp) of its recent complete AUs: its average frame spacing."""
+    stamps: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=SPACING_CHUNK + 1))
+    """(AU count, timestamp) of its last complete AUs: a run of SPACING_CHUNK spacings
+    ends at the newest."""
     stamped: int = 0
     """Stamps appended since ``stamps`` was last cleared."""
-    runs: list[deque[float]] = field(
-        default_factory=lambda: [deque(maxlen=SPACING_CHUNKS) for _ in range(SPACING_CHUNK)]
+    runs: list[array[float]] = field(
+        default_factory=lambda: [array("d") for _ in range(SPACING_CHUNK)]
     )
     """Mean spacings of the runs of SPACING_CHUNK stamps ending at each stamp, by the stamp's
     phase (``stamped`` modulo SPACING_CHUNK): the runs the spacing is the median of are the
-    last stamp's phase's."""
+    last stamp's phase's (the last SPACING_CHUNKS; arrays of doubles, not deques of floats:
+    a tenth of the memory)."""
     spacing: float = 0.0
     """Its frame spacing in ticks (0 while unknown), see :meth:`Merger._learn_spacing`."""
     au_count: int = 0
@@ -201,8 +202,15 @@ class Merger:
         """State changes since the caller last emptied the list."""
         self._skip_leading = False
         self._sources: dict[int, _Source] = {}
-        self._fp_index: dict[tuple[int, int], int] = {}
-        self._hist: deque[tuple[tuple[int, int], int]] = deque()
+        self._fp_index: dict[int, int] = {}
+        """Ring slot of the last AU sent with each fingerprint of the history (slots are
+        below HISTORY: small ints Python shares, where indices would be an int object per
+        AU; see :meth:`_sent_index`)."""
+        self._hist_fp = [0] * HISTORY
+        self._hist_ts = array("q", bytes(8 * HISTORY))
+        """Fingerprint and outbound timestamp of outbound AU ``i`` at ``i % HISTORY``, for
+        the last HISTORY AUs: a ring of machine integers, not a pair of objects per AU
+        (this history is most of a camera's fixed memory)."""
         self.head = -1
         """Index of the last outbound AU."""
         self._floor = -1
@@ -366,7 +374,7 @@ class Merger:
                 stamps.clear()  # its timestamps jumped: start over
                 src.stamped = 0
                 for run in src.runs:
-                    run.clear()
+                    del run[:]
         stamps.append((src.au_count, au.ts))
         src.stamped += 1
         if len(stamps) <= SPACING_CHUNK:
@@ -378,6 +386,8 @@ class Merger:
             return
         (n0, t0), (n1, t1) = stamps[-1 - SPACING_CHUNK], stamps[-1]
         runs = src.runs[src.stamped % SPACING_CHUNK]
+        if len(runs) == SPACING_CHUNKS:
+            del runs[0]
         runs.append(ts_diff(t1, t0) / (n1 - n0))
         src.spacing = statistics.median(runs)
 
@@ -385,7 +395,7 @@ class Merger:
         """The outbound index of a copy of ``au`` sent after the source's last position."""
         if not self.merge:
             return None
-        i = self._fp_index.get(au.fingerprint)
+        i = self._sent_index(au.fingerprint)
         aligned = src.state is _ALIGNED
         low = max(src.pos, self._floor) if aligned else self._floor
         if i is None or not low < i <= self.head:
@@ -596,17 +606,26 @@ class Merger:
         if self.merge:
             self._offer(index, au, now, out)
 
-    def _record(self, fp: tuple[int, int], out_ts: int) -> None:
-        self.head += 1
-        self._hist.append((fp, out_ts))
-        self._fp_index[fp] = self.head
-        if len(self._hist) > HISTORY:
-            old_fp, _ = self._hist.popleft()
-            if self._fp_index.get(old_fp) == self.head - HISTORY:
-                del self._fp_index[old_fp]
+    def _record(self, fp: int, out_ts: int) -> None:
+        self.head = head = self.head + 1
+        slot = head % HISTORY
+        old_fp = self._hist_fp[slot]  # of AU head - HISTORY, forgotten now
+        if self._fp_index.get(old_fp) == slot:  # (a later copy of it has another slot)
+            del self._fp_index[old_fp]
+        self._hist_fp[slot] = fp
+        self._hist_ts[slot] = out_ts
+        self._fp_index[fp] = slot
+
+    def _sent_index(self, fp: int) -> int | None:
+        """The outbound index of the last of the last HISTORY AUs with fingerprint ``fp``."""
+        slot = self._fp_index.get(fp)
+        if slot is None:
+            return None
+        return self.head - (self.head - slot) % HISTORY
 
     def _out_ts_of(self, i: int) -> int:
-        return self._hist[i - (self.head - len(self._hist) + 1)][1]
+        """The outbound timestamp of AU ``i``, one of the last HISTORY."""
+        return self._hist_ts[i % HISTORY]
 
     def _offer(self, index: int, au: AccessUnit, now: float, out: Out) -> None:
         """An AU went out: unlocated sources holding a copy of it know where they are now,

@@ -24,11 +24,12 @@ class GopBuffer:
     """Packets ``(track, bytes)`` from the last keyframe start on, within the bounds."""
 
     __slots__ = (
+        "_packets",
+        "_tracks",
         "bytes",
         "first_unit_only",
         "limit_bytes",
         "limit_seconds",
-        "packets",
         "started",
         "valid",
     )
@@ -44,7 +45,10 @@ class GopBuffer:
         self.limit_seconds = limit_seconds
         self.first_unit_only = first_unit_only
         """Keep only the GOP's first unit (see the module docstring)."""
-        self.packets: list[tuple[int, bytes | bytearray]] = []
+        self._packets: list[bytes | bytearray] = []
+        self._tracks: list[int] = []
+        """Each packet's track: two lists, not a ``(track, packet)`` tuple per packet (64
+        bytes each, a few percent of a camera's GOP)."""
         self.bytes = 0
         """Bytes of the current GOP so far (all of it, even when only its first unit is kept)."""
         self.started = 0.0
@@ -60,7 +64,8 @@ class GopBuffer:
         if self._counted(len(packet), keyframe_start, now) and (
             keyframe_start or not self.first_unit_only
         ):
-            self.packets.append((track, packet))
+            self._packets.append(packet)
+            self._tracks.append(track)
 
     def push_unit(
         self, track: int, packets: Sequence[bytes | bytearray], keyframe: bool, now: float = 0.0
@@ -70,13 +75,15 @@ class GopBuffer:
         for pkt in packets:
             size += len(pkt)
         if self._counted(size, keyframe, now) and (keyframe or not self.first_unit_only):
-            self.packets.extend([(track, pkt) for pkt in packets])
+            self._packets.extend(packets)
+            self._tracks.extend([track] * len(packets))
 
     def _counted(self, size: int, keyframe_start: bool, now: float) -> bool:
         """Count ``size`` more bytes of the GOP (a keyframe start begins a new one); False if
         there is no GOP to add them to or it just went past a bound."""
         if keyframe_start:
-            self.packets.clear()
+            self._packets.clear()
+            self._tracks.clear()
             self.bytes = 0
             self.valid = True
             self.started = now
@@ -90,9 +97,16 @@ class GopBuffer:
 
     def clear(self) -> None:
         """Forget the GOP (until the next keyframe start)."""
-        self.packets.clear()
+        self._packets.clear()
+        self._tracks.clear()
         self.bytes = 0
         self.valid = False
+
+    @property
+    def packets(self) -> list[tuple[int, bytes | bytearray]]:
+        """The buffered packets with their tracks, in order (a new list: for a client
+        that attaches or a snapshot, not for the packet path)."""
+        return list(zip(self._tracks, self._packets, strict=True))
 
     def age(self, now: float) -> float | None:
         """Seconds since the buffered GOP's keyframe, None when empty."""

@@ -10,6 +10,10 @@ from __future__ import annotations
 import math
 import random
 
+_JITTER = random.Random()
+"""The jitter of every backoff without its own generator: one shared generator, not one
+per source (a Mersenne Twister's state is 2.5 KB)."""
+
 
 class Backoff:
     """Delays between reconnect attempts; :meth:`reset` after a session that worked."""
@@ -26,7 +30,7 @@ class Backoff:
         self.initial = initial
         self.maximum = maximum
         self.factor = factor
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _JITTER
         self.attempt = 0
         """Attempts since the last :meth:`reset` (stops growing once the cap is reached)."""
 
