@@ -31,6 +31,7 @@ from rmfproxy.manage.sync import PeerFollower, SyncCollector
 from rmfproxy.ops.api import AdminApi
 from rmfproxy.ops.metrics import ProxyMetrics
 from rmfproxy.relay.feed import Feed, StandbySpec, _Listener, _SubListener
+from rmfproxy.relay.feed_core import FeedTuning
 from rmfproxy.relay.standby import Mode
 from rmfproxy.rtsp.sdp import SessionDescription
 from rmfproxy.serve.access import AccessControl, User
@@ -271,13 +272,15 @@ class Proxy:
             cam_id,
             make,
             len(cam.sources),
+            FeedTuning(
+                stall_floor=cam.stall_timeout,
+                stall_ceiling=cam.stall_timeout_max,
+                stall_overrides=tuple(s.stall_timeout for s in cam.sources),
+                failback_hold=cam.failback_hold,
+                hitless=cam.hitless,
+                outage_limit=cam.outage_limit,
+            ),
             standby=[standby(i) for i in range(len(cam.sources))],
-            stall_floor=cam.stall_timeout,
-            stall_ceiling=cam.stall_timeout_max,
-            stall_overrides=[s.stall_timeout for s in cam.sources],
-            failback_hold=cam.failback_hold,
-            hitless=cam.hitless,
-            outage_limit=cam.outage_limit,
         )
 
     def _measure(self, cam_id: str, feed: Feed) -> None:

@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from rmfproxy.relay import feed_core
-from rmfproxy.relay.feed_core import MAX_WAIT, SR_INTERVAL, TICK, FeedCore
+from rmfproxy.relay.feed_core import MAX_WAIT, SR_INTERVAL, TICK, FeedCore, FeedTuning
 from rmfproxy.relay.standby import Mode, Standby
 from rmfproxy.rtp import rtcp
 from rmfproxy.rtsp.sdp import SessionDescription
@@ -65,9 +65,7 @@ class Rig:
         self.core = FeedCore(
             "lobby",
             count,
-            failback_hold=1.0,
-            hitless=hitless,
-            outage_limit=outage_limit,
+            FeedTuning(failback_hold=1.0, hitless=hitless, outage_limit=outage_limit),
             wall=lambda: 1.7e9 + self.now,
         )
         for slot in self.core.slots:

@@ -12,6 +12,7 @@ import structlog
 
 from rmfproxy.config import ConfigError, parse_config
 from rmfproxy.relay.feed import Feed, StandbySpec
+from rmfproxy.relay.feed_core import FeedTuning
 from rmfproxy.relay.policy import INITIAL_GRACE, Reason, SwitchPolicy
 from rmfproxy.relay.standby import PROMOTE_TIMEOUT, RETRY_AFTER, Action, Mode, Standby, State
 from rmfproxy.rtsp.sdp import SessionDescription
@@ -201,7 +202,7 @@ class Rig:
             "lobby",
             make,
             2,
-            failback_hold=1.0,
+            FeedTuning(failback_hold=1.0),
             clock=lambda: self.now,
             standby=[StandbySpec(Mode.HOT), StandbySpec(mode)],
         )

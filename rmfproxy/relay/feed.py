@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from rmfproxy.relay.feed_core import EARLY, FeedCore
+from rmfproxy.relay.feed_core import DEFAULT_TUNING, EARLY, FeedCore, FeedTuning
 from rmfproxy.relay.merge import Merger
 from rmfproxy.relay.policy import Decision, SwitchPolicy
 from rmfproxy.relay.slot import SourceSlot
@@ -116,13 +116,8 @@ class Feed:
         camera: str,
         make_source: SourceFactory,
         count: int,
+        tuning: FeedTuning = DEFAULT_TUNING,
         *,
-        stall_floor: float = 0.15,
-        stall_ceiling: float = 2.0,
-        stall_overrides: list[float | None] | None = None,
-        failback_hold: float = 10.0,
-        hitless: bool = True,
-        outage_limit: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         standby: Sequence[StandbySpec] | None = None,
     ) -> None:
@@ -130,12 +125,7 @@ class Feed:
         self.core = FeedCore(
             camera,
             count,
-            stall_floor=stall_floor,
-            stall_ceiling=stall_ceiling,
-            stall_overrides=stall_overrides,
-            failback_hold=failback_hold,
-            hitless=hitless,
-            outage_limit=outage_limit,
+            tuning,
             standby=[
                 Standby(s.mode, substream=s.mode is Mode.WARM and s.make_substream is not None)
                 for s in specs

@@ -34,6 +34,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import structlog
 
@@ -88,6 +89,24 @@ Control = tuple[int, Action]
 """A standby control for the runner: (source index, what to do with its session)."""
 
 
+@dataclass(frozen=True)
+class FeedTuning:
+    """A camera's switching settings (the config's camera fields), given to the feed."""
+
+    stall_floor: float = 0.15
+    """Shortest freeze budget of a source (``stall_timeout``)."""
+    stall_ceiling: float = 2.0
+    """Longest freeze budget a learned path allowance may reach (``stall_timeout_max``)."""
+    stall_overrides: tuple[float | None, ...] = ()
+    """Per source, a fixed freeze budget (``sources[].stall_timeout``) or None."""
+    failback_hold: float = 10.0
+    hitless: bool = True
+    outage_limit: float = 60.0
+
+
+DEFAULT_TUNING = FeedTuning()
+
+
 class FeedCore:
     """One camera's switching state, outbound stream and clients, driven with ``now``."""
 
@@ -95,25 +114,21 @@ class FeedCore:
         self,
         camera: str,
         count: int,
+        tuning: FeedTuning = DEFAULT_TUNING,
         *,
-        stall_floor: float = 0.15,
-        stall_ceiling: float = 2.0,
-        stall_overrides: list[float | None] | None = None,
-        failback_hold: float = 10.0,
-        hitless: bool = True,
-        outage_limit: float = 60.0,
         standby: Sequence[Standby] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.camera = camera
-        self.hitless = hitless
-        self.outage_limit = outage_limit
+        self.hitless = tuning.hitless
+        self.outage_limit = tuning.outage_limit
+        stall_floor, stall_ceiling = tuning.stall_floor, tuning.stall_ceiling
         self.wall = wall
         """Wall-clock time (switch records, sender reports' NTP time): labels, never timing."""
         self.no_source_since: float | None = None
         """Since when no source has been healthy (None while one is)."""
         self.merger: Merger | None = None
-        overrides = stall_overrides or [None] * count
+        overrides = list(tuning.stall_overrides) or [None] * count
         self.slots = [
             SourceSlot(i, "", heartbeat=Heartbeat(stall_floor, stall_ceiling, override=o))
             for i, o in enumerate(overrides)
@@ -130,7 +145,7 @@ class FeedCore:
         """Slots with a control under way (one at a time per slot)."""
         self._running: set[int] = set()
         """Slots whose main session loop runs (started on demand)."""
-        self.policy = SwitchPolicy(count, failback_hold)
+        self.policy = SwitchPolicy(count, tuning.failback_hold)
         self.active: int | None = None
         self.pending: Decision | None = None
         self._detection = 0.0
