@@ -146,7 +146,7 @@ async def test_playback_stitched_across_both_recorders(tmp_path: Path) -> None:
 
     assert probe.error is None and probe.decode_errors == 0
     assert probe.frames_decoded >= 2.0 * FPS and probe.first_frame_key
-    assert probe.repeated() == 0 and probe.lost() == 0
+    assert probe.repeated() == 0 and probe.lost() == 0 and probe.beyond_span() <= 0
 
 
 async def gstreamer_onvif(url: str, out: Path) -> tuple[list[int], str, int, int]:
@@ -206,5 +206,5 @@ async def test_playback_needs_the_users_rights_on_the_camera(
             ),
         )
     assert ok.error is None and ok.decode_errors == 0 and ok.frames_decoded > FPS
-    assert ok.repeated() == 0 and ok.lost() == 0
+    assert ok.repeated() == 0 and ok.lost() == 0 and ok.beyond_span() <= 0
     assert refused.error is not None and refused.frames_decoded == 0

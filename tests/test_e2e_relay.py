@@ -33,6 +33,7 @@ def assert_clean(r: ProbeResult, seconds: float = SECONDS, name: str = "client")
     assert len(known) == len(r.counters), f"{name}: frames without a marker"
     assert r.lost() == 0, f"{name}: lost {r.lost()} frames"
     assert r.repeated() == 0, f"{name}: repeated {r.repeated()} frames"
+    assert r.beyond_span() <= 0, f"{name}: {r.beyond_span()} frames beyond the counters' span"
     assert r.frames_decoded == len(r.counters)
 
 

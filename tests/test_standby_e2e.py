@@ -48,7 +48,7 @@ def wan(proxy: Proxy, index: int) -> int:
 def assert_clean(r: ProbeResult, stalls: LoopStalls, read: float) -> None:
     assert r.error is None, r.error
     assert r.decode_errors == 0, r.warnings[:5]
-    assert r.repeated() == 0
+    assert r.repeated() == 0 and r.beyond_span() <= 0, (r.repeated(), r.beyond_span())
     assert r.max_gap_seconds() <= MAX_GAP + stalls.longest, (
         f"picture gone {r.max_gap_seconds():.2f}s (loop stalled {stalls.longest:.2f}s)"
     )
