@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Iterable
 
 import pytest
 
@@ -44,11 +45,12 @@ class Sink:
         self.reports: list[tuple[float, bytes]] = []
         self.closed: tuple[float, str] | None = None
 
-    def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
-        self.packets_sent += 1
-        self.headers.append(_SEQ_TS.unpack_from(packet, 2))
-        if keyframe_start:
-            self.keyframes.append(self.rig.now)
+    def deliver_many(self, track: int, packets: Iterable[tuple[bytes | bytearray, bool]]) -> None:
+        for packet, keyframe_start in packets:
+            self.packets_sent += 1
+            self.headers.append(_SEQ_TS.unpack_from(packet, 2))
+            if keyframe_start:
+                self.keyframes.append(self.rig.now)
 
     def deliver_rtcp(self, track: int, packet: bytes) -> None:
         self.reports.append((self.rig.now, packet))

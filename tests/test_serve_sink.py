@@ -46,12 +46,12 @@ def test_a_client_behind_for_longer_than_the_bound_is_dropped() -> None:
     clock, tcp, closed = FakeClock(), Transport(), []
     s = sink(clock, tcp, closed)
     tcp.backlog = 5 * LIMIT
-    s.deliver(0, b"x" * 100, keyframe_start=False)  # behind since now
+    s.deliver_many(0, [(b"x" * 100, False)])  # behind since now
     clock.advance(9.9)
-    s.deliver(0, b"x" * 100, keyframe_start=False)
+    s.deliver_many(0, [(b"x" * 100, False)])
     assert not closed and not s.closed
     clock.advance(0.2)
-    s.deliver(0, b"x" * 100, keyframe_start=False)
+    s.deliver_many(0, [(b"x" * 100, False)])
     assert closed == [CloseReason.CLIENT_STALLED] and s.closed
     assert s.packets_sent == 0 and s.packets_dropped == 3
     s.close(CloseReason.TEARDOWN)  # closing again tells nobody
@@ -62,15 +62,15 @@ def test_a_client_that_catches_up_starts_a_new_stall_period() -> None:
     clock, tcp, closed = FakeClock(), Transport(), []
     s = sink(clock, tcp, closed)
     tcp.backlog = 5 * LIMIT
-    s.deliver(0, b"x" * 100, keyframe_start=False)
+    s.deliver_many(0, [(b"x" * 100, False)])
     clock.advance(9.0)
     tcp.backlog = 0  # it read everything
-    s.deliver(0, b"x" * 100, keyframe_start=False)  # still skipping to a keyframe
+    s.deliver_many(0, [(b"x" * 100, False)])  # still skipping to a keyframe
     tcp.backlog = 5 * LIMIT
     clock.advance(9.0)
-    s.deliver(0, b"x" * 100, keyframe_start=False)  # behind again: 0 s ago
+    s.deliver_many(0, [(b"x" * 100, False)])  # behind again: 0 s ago
     clock.advance(9.0)
-    s.deliver(0, b"x" * 100, keyframe_start=False)
+    s.deliver_many(0, [(b"x" * 100, False)])
     assert not closed
 
 
@@ -87,3 +87,30 @@ def test_only_the_server_side_drops_abort_the_connection() -> None:
     # Producers that pass a plain string through MediaSink.close (typed str): feed.py.
     assert CloseReason("no-source") is CloseReason.NO_SOURCE
     assert CloseReason("feed-stopped") is CloseReason.FEED_STOPPED
+
+
+def test_an_access_unit_is_framed_per_packet_and_written_once_per_turn() -> None:
+    # One call per access unit: a new client skips up to the keyframe's first packet, then
+    # gets every packet with its own interleaved header, in one write at the turn's end.
+    clock, closed = FakeClock(), []
+    frames: list[bytes] = []
+    tcp = Transport()
+    tcp.write = frames.append  # type: ignore[method-assign]
+    s = sink(clock, tcp, closed)
+    s._loop = cast(Any, type("Loop", (), {"call_soon": lambda self, f: None})())
+    s.deliver_many(0, [(b"a" * 10, False), (b"K" * 20, True), (b"b" * 30, False)])
+    assert frames == [] and s.packets_dropped == 1 and s.packets_sent == 2
+    s._flush()
+    assert frames == [b"$\x00\x00\x14" + b"K" * 20 + b"$\x00\x00\x1e" + b"b" * 30]
+    assert s.bytes_sent == 50
+
+
+def test_a_client_falling_behind_inside_an_access_unit_skips_its_rest() -> None:
+    clock, tcp, closed = FakeClock(), Transport(), []
+    s = sink(clock, tcp, closed)
+    s._loop = cast(Any, type("Loop", (), {"call_soon": lambda self, f: None})())
+    s.deliver_many(0, [(b"K" * 10, True)])
+    sizes = iter([0])  # room for the first packet, then the client is behind
+    tcp.get_write_buffer_size = lambda: next(sizes, 2 * LIMIT)  # type: ignore[method-assign]
+    s.deliver_many(0, [(b"a" * 10, False), (b"b" * 10, False), (b"c" * 10, False)])
+    assert s.packets_sent == 2 and s.packets_dropped == 2 and s.skips == 1 and s.skipping

@@ -757,8 +757,7 @@ class FeedCore:
             return
         track = self.video_track
         assert track is not None
-        for pkt, key in out:
-            self.fanout.send_rtp(track, pkt, key, now)
+        self.fanout.send_many(track, out, now)
         self._last_out = now
 
     def _on_source_au(self, index: int, au: AccessUnit, now: float) -> None:

@@ -98,12 +98,16 @@ class Heartbeat:
 
     def on_packet(self, now: float) -> None:
         """Any RTP packet arrived."""
-        self._learn(now)
+        last = self.last_packet
         self.last_packet = now
+        if last is not None and now - last > self.floor:  # settles almost every packet
+            self._learn(now, now - last)
 
     def on_frame(self, now: float) -> None:
         """The first packet of a new video frame arrived."""
-        self._learn(now)
+        last = self.last_packet
+        if last is not None and now - last > self.floor:
+            self._learn(now, now - last)
         if self.last_frame is not None:
             gap = now - self.last_frame
             if self.interval is None:
@@ -115,13 +119,11 @@ class Heartbeat:
         self.last_frame = now
         self.last_packet = now
 
-    def _learn(self, now: float) -> None:
-        """A packet ends a silence: one longer than the frame budget is a survived stall."""
-        if self.last_packet is None:
+    def _learn(self, now: float, gap: float) -> None:
+        """A packet ends a silence of ``gap`` (over the floor): one longer than the frame
+        budget is a survived stall."""
+        if gap <= self.frame_budget() or gap > self.learn_limit:
             return
-        gap = now - self.last_packet
-        if gap <= self.floor or gap <= self.frame_budget() or gap > self.learn_limit:
-            return  # (the floor test first: it settles almost every packet at no cost)
         stalls = self._stalls
         while stalls and stalls[-1][1] <= gap:
             stalls.pop()  # a longer, later stall makes the shorter earlier ones irrelevant

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import enum
 import random
-import statistics
 import struct
 from array import array
 from collections import deque
@@ -389,7 +388,9 @@ class Merger:
         if len(runs) == SPACING_CHUNKS:
             del runs[0]
         runs.append(ts_diff(t1, t0) / (n1 - n0))
-        src.spacing = statistics.median(runs)
+        ordered = sorted(runs)  # the median, without statistics.median's checks (per AU)
+        mid = len(ordered) // 2
+        src.spacing = ordered[mid] if len(ordered) & 1 else (ordered[mid - 1] + ordered[mid]) / 2
 
     def _find(self, src: _Source, au: AccessUnit) -> int | None:
         """The outbound index of a copy of ``au`` sent after the source's last position."""

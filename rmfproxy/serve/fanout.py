@@ -13,6 +13,7 @@ The packets are shared: producers must not mutate a packet after sending it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from rmfproxy.rtp import packet as rtp
 from rmfproxy.serve.close_reason import CloseReason
@@ -42,13 +43,26 @@ class Fanout:
     ) -> None:
         """Send one outbound RTP packet to every sink and remember it in the GOP buffer
         (``now``: the caller's clock, for the buffer's age bound)."""
-        is_video = track == self.video_track or self.video_track is None
-        # An oversized or overlong GOP is not kept: new clients then wait for the next keyframe.
-        self.gop.push(track, packet, keyframe_start and is_video, now)
-        self._last[track] = packet
-        self.packets_sent += 1
+        self.send_many(track, ((packet, keyframe_start),), now)
+
+    def send_many(
+        self, track: int, packets: Sequence[tuple[bytes | bytearray, bool]], now: float
+    ) -> None:
+        """Send outbound RTP packets ``(packet, keyframe_start)`` of one track, in order (an
+        access unit or a few: one call per sink, not one per packet)."""
+        if not packets:
+            return
+        if track != self.video_track and self.video_track is not None:
+            packets = [(pkt, False) for pkt, _ in packets]  # keyframes start on video only
+        push = self.gop.push
+        for packet, keyframe_start in packets:
+            # An oversized or overlong GOP is not kept: new clients then wait for the next
+            # keyframe.
+            push(track, packet, keyframe_start, now)
+        self._last[track] = packets[-1][0]
+        self.packets_sent += len(packets)
         for sink in self.sinks:
-            sink.deliver(track, packet, keyframe_start and is_video)
+            sink.deliver_many(track, packets)
 
     def send_rtcp(self, track: int, packet: bytes) -> None:
         """Send one RTCP packet (a sender report) to every sink."""
@@ -72,7 +86,7 @@ class Fanout:
         if self.gop.valid:
             first = True
             for track, pkt in self.gop.packets:
-                sink.deliver(track, pkt, first)
+                sink.deliver_many(track, ((pkt, first),))
                 first = False
         self.sinks.append(sink)
 

@@ -344,7 +344,7 @@ class ReplayStream:
             if not writable.is_set() and self._over_tcp:
                 await writable.wait()
             pkt, key = self._pending.pop(0)
-            sink.deliver(0, pkt, key)
+            sink.deliver_many(0, ((pkt, key),))
         while True:
             try:
                 frame = await self.source.next_frame()
@@ -372,7 +372,7 @@ class ReplayStream:
                     self.backpressure_waits += 1
                     await writable.wait()  # the client reads slower than we send
                 pkt, key = self._pending.pop(0)
-                sink.deliver(0, pkt, key)
+                sink.deliver_many(0, ((pkt, key),))
             self.frames_sent += 1
             if not pace:
                 await asyncio.sleep(0)  # other clients and requests between frames

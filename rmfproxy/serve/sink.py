@@ -5,7 +5,10 @@ client's packets are written once per loop turn, or sooner past ``_flush_at``
 bytes, in one piece, not one system call per packet): when it holds more than
 ``limit`` bytes the client has fallen behind; it then skips
 everything until the next keyframe (and until its buffer has drained below
-half the limit), so it resumes on a decodable picture. A client that stays
+half the limit), so it resumes on a decodable picture. The backlog is what the
+transport has not written yet: this turn's queue is not counted (it is bounded by
+``_flush_at``, and the connection's back-pressure, the transport's high-water mark that
+replay waits on, sees only what was written). A client that stays
 over the limit for ``stall_drop_seconds`` is disconnected. Other clients never
 wait for it: nothing here blocks.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from rmfproxy.serve.close_reason import CloseReason
@@ -69,23 +72,26 @@ class ClientSink:
         self.packets_dropped = 0
         self.skips = 0
         self.closed = False
-        self._pending: list[bytes] = []
-        """Interleaved frames queued this loop turn (written together by ``_flush``)."""
+        self._pending: list[bytes | bytearray] = []
+        """Interleaved frames queued this loop turn, each as its 4-byte header and the packet
+        itself (written together by ``_flush``: the packet is copied once, by the join)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Bound at the first write: ``get_running_loop`` costs a system call (``getpid``)."""
         self._pending_bytes = 0
         self._flush_at = max(1500, min(64 << 10, limit // 4))
         """Queued bytes that are written at once, without waiting for the turn's end."""
 
-    def _backlog(self, tcp: asyncio.Transport) -> int:
-        """Bytes the client has not taken yet. This turn's queue is not counted: it is
-        bounded (``_flush_at``), and the connection's back-pressure (the transport's
-        high-water mark, which replay waits on) sees only what was written."""
-        return tcp.get_write_buffer_size()
-
-    def _queue(self, frame: bytes) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(frame)
-        self._pending_bytes += len(frame)
+    def _queue(self, channel: int, packet: bytes | bytearray) -> None:
+        pending = self._pending
+        if not pending:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush)
+        size = len(packet)
+        pending.append(_INTERLEAVED.pack(b"$", channel, size))
+        pending.append(packet)
+        self._pending_bytes += 4 + size
         if self._pending_bytes >= self._flush_at:
             # A big batch (a keyframe, a GOP burst, a replay running ahead) goes to the
             # transport now, where the connection's back-pressure sees it.
@@ -96,36 +102,56 @@ class ClientSink:
         if pending and not self.closed and self._tcp is not None and not self._tcp.is_closing():
             self._tcp.write(b"".join(pending))
 
-    def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
-        """Send an RTP packet unless the client is behind; see the module docstring."""
+    def deliver_many(self, track: int, packets: Iterable[tuple[bytes | bytearray, bool]]) -> None:
+        """Send RTP packets ``(packet, keyframe_start)`` of one track in order, each unless
+        the client is behind then (see the module docstring): one call for an access unit
+        (or for one packet: replay)."""
         dest = self.tracks.get(track)
         if dest is None or self.closed:
             return
         tcp = self._tcp
-        if self.skipping:
-            if not keyframe_start or (tcp is not None and self._backlog(tcp) > self.limit // 2):
-                self.packets_dropped += 1
-                self._check_stalled(tcp)
-                return
-            self.skipping = False
-            self._over_since = None
         if isinstance(dest, TcpTrack):
             assert tcp is not None
-            if self._backlog(tcp) > self.limit:
-                self.skipping = True
-                self.skips += 1
-                self.packets_dropped += 1
-                self._check_stalled(tcp)
-                return
-            self._queue(_INTERLEAVED.pack(b"$", dest.rtp_channel, len(packet)) + packet)
-        else:
-            assert self._udp_rtp is not None
+            channel = dest.rtp_channel
+            limit = self.limit
+            for packet, keyframe_start in packets:
+                if self.skipping:
+                    if not keyframe_start or tcp.get_write_buffer_size() > limit // 2:
+                        if not self._dropped(tcp):
+                            return
+                        continue
+                    self.skipping = False
+                    self._over_since = None
+                if tcp.get_write_buffer_size() > limit:
+                    self.skipping = True
+                    self.skips += 1
+                    if not self._dropped(tcp):
+                        return
+                    continue
+                self._queue(channel, packet)
+                self.packets_sent += 1
+                self.bytes_sent += len(packet)
+            return
+        assert self._udp_rtp is not None
+        for packet, keyframe_start in packets:
+            if self.skipping:
+                if not keyframe_start:
+                    self.packets_dropped += 1
+                    continue
+                self.skipping = False
+                self._over_since = None
             self._udp_rtp.sendto(packet, dest.rtp_addr)
-        self.packets_sent += 1
-        self.bytes_sent += len(packet)
+            self.packets_sent += 1
+            self.bytes_sent += len(packet)
+
+    def _dropped(self, tcp: asyncio.Transport) -> bool:
+        """Count a packet not sent to a client that is behind; False if that closed it."""
+        self.packets_dropped += 1
+        self._check_stalled(tcp)
+        return not self.closed
 
     def _check_stalled(self, tcp: asyncio.Transport | None) -> None:
-        if tcp is None or self._backlog(tcp) <= self.limit:
+        if tcp is None or tcp.get_write_buffer_size() <= self.limit:
             self._over_since = None
             return
         now = self._clock()
@@ -141,8 +167,8 @@ class ClientSink:
             return
         if isinstance(dest, TcpTrack):
             assert self._tcp is not None
-            if self._backlog(self._tcp) <= self.limit:
-                self._queue(_INTERLEAVED.pack(b"$", dest.rtcp_channel, len(packet)) + packet)
+            if self._tcp.get_write_buffer_size() <= self.limit:
+                self._queue(dest.rtcp_channel, packet)
         elif self._udp_rtcp is not None:
             self._udp_rtcp.sendto(packet, dest.rtcp_addr)
 

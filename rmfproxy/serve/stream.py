@@ -7,6 +7,7 @@ which one it serves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,8 +33,9 @@ class MediaSink(Protocol):
     packets_dropped: int
     """RTP packets not sent because the client was too slow."""
 
-    def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
-        """Send one RTP packet (already carrying the outbound SSRC/seq/ts)."""
+    def deliver_many(self, track: int, packets: Iterable[tuple[bytes | bytearray, bool]]) -> None:
+        """Send RTP packets ``(packet, keyframe_start)`` of one track, in order (already
+        carrying the outbound SSRC/seq/ts)."""
 
     def deliver_rtcp(self, track: int, packet: bytes) -> None:
         """Send one RTCP packet for ``track``."""
