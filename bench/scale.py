@@ -20,7 +20,8 @@ after ``--warmup``:
   by N (the process's own ~60 MB included); ``rss_mean_mb``: its mean over the window
   (sampled every RSS_EVERY s: with every camera's GOP in step, the RSS at one instant
   depends on where the GOPs are); ``rss_peak_mb``: its peak since the start
-  (``VmHWM``); ``rss_mb_per_added_camera`` (over all N): the least-squares slope of RSS
+  (``VmHWM``); ``proxy_minor_faults_per_second``: pages the proxy touched anew (the
+  kernel's cost of memory given back and taken again); ``rss_mb_per_added_camera`` (over all N): the least-squares slope of RSS
   over N, and of the mean RSS with its intercept and what it gives at 100 cameras
   (``rss_mean_fit``); ``machine_busy_cores``: every process's CPU over
   the window (the simulator and readers share the machine: past it, losses are the
@@ -75,6 +76,12 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def minor_faults(pid: int) -> int:
+    """Page faults of ``pid`` served without I/O so far (``minflt``: each a page the process
+    touched for the first time, e.g. after the heap or a GOP buffer gave it back)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def machine_busy() -> float:
@@ -182,7 +189,8 @@ def memory_report(top: int = 25) -> str:
     for obj in gc.get_objects():
         if isinstance(obj, GopBuffer):
             kind = "source" if obj.first_unit_only else "fan-out"
-            add(f"GopBuffer ({kind}) packets held", sum(len(p) for _, p in obj.packets))
+            ends = obj._ends  # where the last packet kept ends (no copies of them)
+            add(f"GopBuffer ({kind}) bytes held", ends[-1] if ends else 0)
         elif isinstance(obj, StreamParser):
             add("StreamParser receive buffer (capacity)", obj._buf.__alloc__())
         elif isinstance(obj, ClientSink):
@@ -317,6 +325,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         procs.append(readers)
         await asyncio.sleep(args.warmup)
         cpu0, busy0, t0 = cpu_seconds(proxy.pid), machine_busy(), time.monotonic()
+        faults0 = minor_faults(proxy.pid)
         spy = None
         if args.py_spy is not None:
             # Sampling profile of the proxy over the window (collapsed stacks, one per line).
@@ -335,6 +344,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         while (left := end - time.monotonic()) > 0:
             samples.append(rss_mb(proxy.pid))
             await asyncio.sleep(min(RSS_EVERY, left))
+        faults = minor_faults(proxy.pid) - faults0
         cpu, busy, wall = (
             cpu_seconds(proxy.pid) - cpu0,
             machine_busy() - busy0,
@@ -363,6 +373,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "cameras": n,
         "proxy_cores": round(cores, 3),
         "cameras_per_core": round(n / cores, 1) if cores else None,
+        "proxy_minor_faults_per_second": round(faults / wall),
         "frames_delivered_ratio": round(frames / span, 5) if span else 0.0,
         "rate_ratio": round(frames / (n * 25 * args.seconds), 4),
         "clients_with_frames": sum(1 for s in seen if s["frames"]),
