@@ -21,11 +21,11 @@ after ``--warmup``:
   (sampled every RSS_EVERY s: with every camera's GOP in step, the RSS at one instant
   depends on where the GOPs are); ``rss_peak_mb``: its peak since the start
   (``VmHWM``); ``proxy_minor_faults_per_second``: pages the proxy touched anew (the
-  kernel's cost of memory given back and taken again); ``rss_mb_per_added_camera`` (over all N): the least-squares slope of RSS
-  over N, and of the mean RSS with its intercept and what it gives at 100 cameras
-  (``rss_mean_fit``); ``machine_busy_cores``: every process's CPU over
-  the window (the simulator and readers share the machine: past it, losses are the
-  machine's, not the proxy's).
+  kernel's cost of memory given back and taken again); ``rss_mb_per_added_camera``
+  (over all N): the least-squares slope of RSS over N, and of the mean RSS with its
+  intercept and what it gives at 100 cameras (``rss_mean_fit``);
+  ``machine_busy_cores``: every process's CPU over the window (the simulator and
+  readers share the machine: past it, losses are the machine's, not the proxy's).
 
 Prints one JSON document; with ``--plot`` also draws cameras vs proxy CPU and RSS (an SVG
 rendered to PNG by headless Chromium). With ``--memory-report FILE`` the proxy writes
