@@ -189,8 +189,7 @@ def memory_report(top: int = 25) -> str:
     for obj in gc.get_objects():
         if isinstance(obj, GopBuffer):
             kind = "source" if obj.first_unit_only else "fan-out"
-            ends = obj._ends  # where the last packet kept ends (no copies of them)
-            add(f"GopBuffer ({kind}) bytes held", ends[-1] if ends else 0)
+            add(f"GopBuffer ({kind}) packets held", sum(len(p) for p in obj._packets))
         elif isinstance(obj, StreamParser):
             add("StreamParser receive buffer (capacity)", obj._buf.__alloc__())
         elif isinstance(obj, ClientSink):
