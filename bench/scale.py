@@ -19,8 +19,10 @@ after ``--warmup``:
 - ``rss_mb``, ``rss_per_camera_mb``: the proxy's resident memory at the end, and divided
   by N (the process's own ~60 MB included); ``rss_mean_mb``: its mean over the window
   (sampled every RSS_EVERY s: with every camera's GOP in step, the RSS at one instant
-  depends on where the GOPs are); ``rss_peak_mb``: its peak since the start
-  (``VmHWM``); ``proxy_minor_faults_per_second``: pages the proxy touched anew (the
+  depends on where the GOPs are); ``heap_mean_mb``, ``heap_range_mb``: the part of it in
+  glibc's main heap (``[heap]`` in ``/proc/PID/smaps``; it stays at its high-water mark
+  between two trims), mean and range over the window; ``rss_peak_mb``: its peak since
+  the start (``VmHWM``); ``proxy_minor_faults_per_second``: pages the proxy touched anew (the
   kernel's cost of memory given back and taken again); ``rss_mb_per_added_camera``
   (over all N): the least-squares slope of RSS over N, and of the mean RSS with its
   intercept and what it gives at 100 cameras (``rss_mean_fit``);
@@ -78,9 +80,20 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
+def heap_mb(pid: int) -> float:
+    """Resident memory of glibc's main heap (the ``[heap]`` mapping), MB."""
+    in_heap = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if not line.split(" ", 1)[0].endswith(":"):  # a mapping's first line, not a field
+            in_heap = line.endswith("[heap]")
+        elif in_heap and line.startswith("Rss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def minor_faults(pid: int) -> int:
     """Page faults of ``pid`` served without I/O so far (``minflt``: each a page the process
-    touched for the first time, e.g. after the heap or a GOP buffer gave it back)."""
+    touched for the first time, e.g. after a heap trim gave it back)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
@@ -189,7 +202,7 @@ def memory_report(top: int = 25) -> str:
     for obj in gc.get_objects():
         if isinstance(obj, GopBuffer):
             kind = "source" if obj.first_unit_only else "fan-out"
-            add(f"GopBuffer ({kind}) packets held", sum(len(p) for p in obj._packets))
+            add(f"GopBuffer ({kind}) packets held", sum(len(p) for _, p in obj.packets))
         elif isinstance(obj, StreamParser):
             add("StreamParser receive buffer (capacity)", obj._buf.__alloc__())
         elif isinstance(obj, ClientSink):
@@ -339,9 +352,11 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 stderr=subprocess.DEVNULL,
             )
         samples: list[float] = []
+        heap: list[float] = []
         end = t0 + args.seconds
         while (left := end - time.monotonic()) > 0:
             samples.append(rss_mb(proxy.pid))
+            heap.append(heap_mb(proxy.pid))
             await asyncio.sleep(min(RSS_EVERY, left))
         faults = minor_faults(proxy.pid) - faults0
         cpu, busy, wall = (
@@ -382,6 +397,8 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "rss_mb": round(rss, 1),
         "rss_per_camera_mb": round(rss / n, 3),
         "rss_mean_mb": round(sum(samples) / len(samples), 1),
+        "heap_mean_mb": round(sum(heap) / len(heap), 1),
+        "heap_range_mb": [round(min(heap), 1), round(max(heap), 1)],
         "rss_peak_mb": round(rss_peak, 1),
         "machine_busy_cores": round(busy / wall, 2),
     }
