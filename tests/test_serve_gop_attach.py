@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 from rmfproxy.rtp import packet as rtp
 from rmfproxy.serve.fanout import Fanout
@@ -18,8 +19,8 @@ class _Sink:
         self.packets_sent = 0
         self.packets_dropped = 0
 
-    def deliver(self, track: int, packet: bytes | bytearray, keyframe_start: bool) -> None:
-        self.got.append((track, bytes(packet), keyframe_start))
+    def deliver_many(self, track: int, packets: Iterable[tuple[bytes | bytearray, bool]]) -> None:
+        self.got += [(track, bytes(pkt), key) for pkt, key in packets]
 
     def deliver_rtcp(self, track: int, packet: bytes) -> None:
         pass
