@@ -101,13 +101,17 @@ async def test_playback_stitched_across_both_recorders(tmp_path: Path) -> None:
             assert client.ended_by == "terminal", client.ended_by
 
             # 2. GStreamer's rtspsrc in ONVIF mode (no Require: the replay/ URL), the
-            #    whole retained history, Rate-Control: no.
-            gst = await gstreamer_onvif(proxy.url("replay/lobby"), tmp_path / "gst.h264")
-            history_end = time.time()
-
+            #    whole retained history, Rate-Control: no; at the same time
             # 3. FFmpeg (PyAV): PLAY with Range: npt=0.000- (the start of the history),
             #    real time, 3 s of it.
-            probe = await asyncio.to_thread(read_rtsp, proxy.url("replay/lobby"), seconds=3.0)
+            async def gst_reads() -> tuple[tuple[list[int], str, int, int], float]:
+                got = await gstreamer_onvif(proxy.url("replay/lobby"), tmp_path / "gst.h264")
+                return got, time.time()
+
+            (gst, history_end), probe = await asyncio.gather(
+                gst_reads(),
+                asyncio.to_thread(read_rtsp, proxy.url("replay/lobby"), seconds=3.0),
+            )
             stats = proxy.playback.stats
 
     counters = [counter(f.nals) for f in frames]

@@ -70,7 +70,7 @@ async def test_prometheus_scrapes_a_failover(tmp_path: Path) -> None:
                         await asyncio.sleep(0.2)
                 async with asyncio.timeout(20):
                     while not await query(http, base, 'up{job="rmfproxy"} == 1'):
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(0.1)
 
                 sim.recorders["r1"].freeze()
                 promql = (
@@ -79,12 +79,12 @@ async def test_prometheus_scrapes_a_failover(tmp_path: Path) -> None:
                 )
                 async with asyncio.timeout(20):
                     while not (found := await query(http, base, promql)):
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(0.1)
                 assert found[0]["value"][1] == "1"
                 active = await query(http, base, "rmfproxy_source_active == 1")
                 async with asyncio.timeout(10):
                     while [s["metric"]["source"] for s in active] != ["r2"]:
-                        await asyncio.sleep(0.5)
+                        await asyncio.sleep(0.1)
                         active = await query(http, base, "rmfproxy_source_active == 1")
                 gap = await query(
                     http, base, 'rmfproxy_camera_switch_gap_seconds_count{camera="lobby"}'

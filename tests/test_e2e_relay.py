@@ -37,8 +37,11 @@ def assert_clean(r: ProbeResult, seconds: float = SECONDS, name: str = "client")
     assert r.frames_decoded == len(r.counters)
 
 
-async def stalled_client(port: int, path: str, playing: asyncio.Event, hold: float) -> None:
-    """An RTSP client that plays over TCP with a tiny receive window, then never reads."""
+async def stalled_client(
+    port: int, path: str, playing: asyncio.Event, release: asyncio.Event
+) -> None:
+    """An RTSP client that plays over TCP with a tiny receive window, then never reads
+    (until ``release``, when it closes)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
@@ -62,7 +65,7 @@ async def stalled_client(port: int, path: str, playing: asyncio.Event, hold: flo
     writer.write(f"PLAY {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n".encode())
     await writer.drain()
     playing.set()
-    await asyncio.sleep(hold)  # never read again
+    await release.wait()  # never read again
     writer.close()
 
 
@@ -85,17 +88,20 @@ async def test_concurrent_clients_all_clean(codec: str) -> None:
     async with relay(codec, gop=25, bitrate=800_000, rtsp=rtsp) as (_sim, proxy):  # type: ignore[arg-type]
         url = proxy.url("lobby")
         port = proxy.server.port
-        playing = asyncio.Event()
-        stalled = asyncio.create_task(stalled_client(port, "lobby", playing, SECONDS + 2))
-        await playing.wait()
-        results = await asyncio.gather(
-            asyncio.to_thread(read_rtsp, url, transport="tcp", seconds=SECONDS),
-            asyncio.to_thread(read_rtsp, url, transport="tcp", seconds=SECONDS),
-            asyncio.to_thread(read_rtsp, url, transport="udp", seconds=SECONDS),
-            aiortsp_frames(url, 4.0),
-        )
-        # The stalled client is still connected: the proxy has been dropping its packets.
-        dropped = [s.sink.packets_dropped for s in proxy.server.sessions.values() if s.sink]
+        playing, release = asyncio.Event(), asyncio.Event()
+        stalled = asyncio.create_task(stalled_client(port, "lobby", playing, release))
+        try:
+            await playing.wait()
+            results = await asyncio.gather(
+                asyncio.to_thread(read_rtsp, url, transport="tcp", seconds=SECONDS),
+                asyncio.to_thread(read_rtsp, url, transport="tcp", seconds=SECONDS),
+                asyncio.to_thread(read_rtsp, url, transport="udp", seconds=SECONDS),
+                aiortsp_frames(url, 4.0),
+            )
+            # The stalled client is still connected: the proxy has been dropping its packets.
+            dropped = [s.sink.packets_dropped for s in proxy.server.sessions.values() if s.sink]
+        finally:
+            release.set()
         await stalled
     tcp1, tcp2, udp, aio_packets = results
     for name, r in (("tcp1", tcp1), ("tcp2", tcp2), ("udp", udp)):
