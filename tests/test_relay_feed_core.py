@@ -111,13 +111,34 @@ class Rig:
 
 
 def started(rig: Rig, sink: Sink | None = None) -> None:
-    """Both sources flowing, r0 relayed (from its first keyframe after the first check)."""
+    """Both sources flowing, r0 relayed. Merged, the stream starts on r0's first keyframe
+    (AU 0: it came before the first check chose r0, and r0 holds it); without merging,
+    on r0's first keyframe after that check (AU 10)."""
     rig.connect(0, 1)
     rig.run(0, 0, (0, 1))
     if sink is not None:
         rig.core.attach(sink)
     rig.run(1, 29, (0, 1))
-    assert rig.core.active == 0 and rig.switched_at == [(10, 10 * FRAME)]
+    assert rig.core.active == 0 and rig.core.switch_count == 1
+    assert rig.switched_at == ([] if rig.core.hitless else [(10, 10 * FRAME)])
+
+
+def test_a_merged_stream_starts_on_the_keyframe_that_came_before_the_choice() -> None:
+    # The first check comes up to MAX_WAIT after the recorders' first packets: the keyframe
+    # that began their streams has gone by. The merger holds it: the client gets AU 0 on,
+    # at the first check (not at the next keyframe, a GOP later), every picture once.
+    rig = Rig()
+    sink = Sink(rig)
+    rig.connect(0, 1)
+    rig.core.attach(sink)
+    rig.run(0, 0, (0, 1))
+    assert sink.headers == []  # not chosen yet
+    rig.run(1, 12, (0, 1))
+    assert sink.keyframes[0] == rig.fired[0] <= MAX_WAIT  # at the first check
+    stamps = list(dict.fromkeys(ts for _, ts in sink.headers))
+    assert len(stamps) == 13  # AUs 0 to 12: none lost, none twice
+    assert [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)] == [3600] * 12
+    assert rig.core.switch_count == 1 and rig.core.switches[-1].reason == "initial"
 
 
 def test_failover_on_a_freeze_at_the_standbys_keyframe() -> None:
@@ -146,7 +167,7 @@ def test_failover_on_a_freeze_at_the_standbys_keyframe() -> None:
 
 def test_hitless_failover_sends_every_picture_once() -> None:
     # Identical recorders, merged: when r0 freezes, r1's copies of the next pictures go
-    # out at once (no keyframe wait), numbered on: every AU from the first keyframe (10)
+    # out at once (no keyframe wait), numbered on: every AU from the first keyframe (0)
     # to the last (45) reaches the client once, sequence numbers without a gap.
     rig = Rig()
     sink = Sink(rig)
@@ -156,7 +177,7 @@ def test_hitless_failover_sends_every_picture_once() -> None:
     seqs = [seq for seq, _ in sink.headers]
     assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
     stamps = list(dict.fromkeys(ts for _, ts in sink.headers))
-    assert len(stamps) == 45 - 10 + 1  # one timestamp per picture: none lost, none twice
+    assert len(stamps) == 45 - 0 + 1  # one timestamp per picture: none lost, none twice
     assert all(0 < (b - a) & 0xFFFFFFFF < 0x80000000 for a, b in itertools.pairwise(stamps))
 
 

@@ -476,6 +476,9 @@ class FeedCore:
             flowing = self.slots[decision.target].flowing
             if m.merge and m.aligned(decision.target) and self.active is not None and flowing:
                 self._switch(now)  # same pictures on the same timeline: nothing to wait for
+            elif decision.reason is Reason.INITIAL and (out := m.start_held(decision.target, now)):
+                self._switch(now)  # the first keyframe came before the choice: start on it
+                self._merged(out, now)
             else:
                 self.merger.anchor(decision.target)
         if self._on_demand:

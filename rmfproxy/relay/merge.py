@@ -263,6 +263,25 @@ class Merger:
         """Bring in a source that does not align: at its next keyframe AU, restart on it."""
         self._source(index).anchor_pending = True
 
+    def start_held(self, index: int, now: float) -> Out:
+        """Nothing has gone out yet: start the stream on the newest keyframe AU the source
+        holds (it came before the source was chosen, as a recorder starts a stream on a
+        keyframe) and go on with the AUs it holds after it, instead of waiting a GOP for the
+        next keyframe. Returns what it releases; nothing when it holds no keyframe (then the
+        caller anchors it)."""
+        src = self._sources.get(index)
+        if src is None or self.head >= 0:
+            return []
+        ring = list(src.ring)
+        first = next((k for k in range(len(ring) - 1, -1, -1) if ring[k].keyframe), None)
+        if first is None:
+            return []
+        out: Out = []
+        self._restart(index, src, ring[first], now, out)
+        for au in ring[first + 1 :]:
+            self._place(index, src, au, now, out)
+        return out
+
     def cancel_anchor(self, index: int) -> None:
         """The restart on this source is not wanted any more (the caller's switch was called
         off): releases what other sources hold for it at the next AU."""
