@@ -41,6 +41,7 @@ def assert_clean_joins(results: list[ProbeResult]) -> None:
         assert r.frames_decoded >= 1, (i, r.warnings[:3])
         assert r.decode_errors == 0 and not r.warnings, (i, r.warnings[:3])
         assert r.first_frame_key is True, i
+        assert r.first_packet_key is True, i  # its stream began on a keyframe, not before one
         # A picture sent twice is a defect the decoder may not report: counters must advance.
         assert r.repeated() == 0 and r.frames_decoded <= len(r.counters), i
 

@@ -15,7 +15,7 @@ from rmfproxy.config import parse_config
 from rmfproxy.relay.feed import STOP_TIMEOUT, Feed, _Listener
 from rmfproxy.relay.feed_core import EARLY, MAX_WAIT
 from rmfproxy.rtsp.sdp import SessionDescription
-from rmfproxy.upstream.source import TEARDOWN_TIMEOUT, RtspSource
+from rmfproxy.upstream.source import TEARDOWN_TIMEOUT, RtspSource, SourceStats
 from tests.test_upstream_source import FakeRecorder, serve, until
 
 pytestmark = pytest.mark.asyncio(loop_factories=["uvloop"])
@@ -32,6 +32,8 @@ class Idle:
     def __init__(self, listener: _Listener) -> None:
         self.listener = listener
         self.autoplay = True
+        self.stats = SourceStats()
+        self.transport = "tcp"
 
     async def run(self) -> None:
         self.listener.on_connected(SessionDescription.parse(SDP))

@@ -323,6 +323,7 @@ class FeedCore:
             for a, b in zip(self._formats, formats, strict=False)
         ]
         slot.heartbeat.reset()
+        slot.learn_path()  # the round trip of its requests so far: known before its media
         slot.gop.clear()
         slot.last_video_ts = None
         slot.last_seq = [None] * len(formats)

@@ -44,6 +44,10 @@ class ProbeResult:
     frames_decoded: int = 0
     first_frame_key: bool | None = None
     """Whether the first decoded picture was a keyframe (None before any)."""
+    first_packet_key: bool | None = None
+    """Whether the first video packet received was a keyframe (None before any): a decoder
+    drops the pictures before its first keyframe without a word, so a stream started in
+    the middle of a GOP shows only here."""
     decode_errors: int = 0
     packets: int = 0
     counters: list[int | None] = field(default_factory=list)
@@ -164,6 +168,8 @@ def _read(
                 _audio_packet(packet, result)
                 continue
             result.packets += 1
+            if result.first_packet_key is None:
+                result.first_packet_key = bool(packet.is_keyframe)
             result.arrivals.append(now)
             marker = find_marker(bytes(packet))
             result.counters.append(marker[0] if marker else None)
