@@ -424,3 +424,31 @@ def test_a_source_taking_over_a_looping_scene_is_not_placed_a_loop_behind() -> N
     got = depacketized(h264.FORMAT, out)
     assert got[:120] == cam[:120]
     assert got[120:] == cam[130:200]  # from B's first keyframe on, every picture once
+
+
+def test_a_different_standby_that_turns_into_a_copy_ahead_is_aligned_again() -> None:
+    # B sends its own encoding (called different, it holds only its last few AUs), then from
+    # frame 100 the camera's pictures, three frames ahead of A: it is found again (the
+    # stream sends a copy of a picture it holds) and every picture goes out once.
+    cam = h264_camera(200, seed=21)
+    other = h264_camera(200, seed=22)
+    a, b = Recorder(ssrc=1), Recorder(ssrc=2, seq=500)
+    m = merger()
+    out = []
+    aligned_at = None
+    for n in range(200):
+        out += push_all(m, 0, a.packets(n, cam[n]), n / FPS + 0.01)
+        ahead = n + 3
+        if n < 97:
+            out += push_all(m, 1, b.packets(n, other[n]), n / FPS)
+        elif ahead < 200:
+            out += push_all(m, 1, b.packets(ahead, cam[ahead]), n / FPS)
+        if n == 90:
+            assert m.state(1) is MergeState.DIFFERENT
+        if aligned_at is None and m.state(1) is MergeState.ALIGNED:
+            aligned_at = n
+    assert aligned_at == 100  # when A sent the first picture B held a copy of
+    aus = depacketized(h264.FORMAT, out)
+    assert aus == cam  # A's pictures, then B's copies ahead of A: each once, in order
+    frames = check_numbering(out, m.timeline.ssrc)
+    assert len(frames) == len(set(frames))

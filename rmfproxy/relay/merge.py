@@ -73,6 +73,11 @@ HISTORY = 256
 """Outbound AUs remembered for matching copies (about 10 s at 25 fps)."""
 RING = 48
 """AUs an unlocated source keeps while it looks for its place (about 2 s at 25 fps)."""
+RING_DIFFERENT = 8
+"""AUs a source found different keeps: enough to find its place again if it turns into a
+copy of the stream up to 8 AUs ahead (behind, its AUs are found in the history). A
+standby of another encoding never matches; holding 2 s of its pictures would cost ~1 MB a
+camera at 4 Mbit/s for nothing."""
 RING_BYTES = 8 << 20
 MISMATCH_LIMIT = 5
 """Consecutive AUs of a located source missing from the stream before it is called different."""
@@ -447,7 +452,8 @@ class Merger:
             src.unmatched += 1
         src.ring.append(au)
         src.ring_bytes += au.payload_bytes
-        while len(src.ring) > RING or src.ring_bytes > RING_BYTES:
+        keep = RING_DIFFERENT if src.state is MergeState.DIFFERENT else RING
+        while len(src.ring) > keep or src.ring_bytes > RING_BYTES:
             old = src.ring.popleft()
             src.ring_bytes -= old.payload_bytes
         if src.unmatched >= DIFFERENT_AFTER and src.state is not MergeState.DIFFERENT:
