@@ -116,6 +116,9 @@ async def serve_recorder(name: str, cameras: int, args: argparse.Namespace) -> N
 
     configure_logging("json", "error")
     w, h = args.size
+    # --independent: r2 encodes the pictures its own way (another bit rate), as a recorder of
+    # another make re-streaming the camera would: the proxy never aligns the two.
+    own = args.independent and name != "r1"
     clip = await asyncio.to_thread(
         encode_clip,
         "h264",
@@ -123,7 +126,7 @@ async def serve_recorder(name: str, cameras: int, args: argparse.Namespace) -> N
         height=h,
         fps=25,
         gop=args.gop,
-        bitrate=args.bitrate,
+        bitrate=args.bitrate * 3 // 4 if own else args.bitrate,
         seconds=max(4.0, 2 * args.gop / 25),
     )
     clips = {f"c{i:03d}": clip for i in range(cameras)}
@@ -283,6 +286,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             *("recorder", name, str(n), "--size", size),
             *("--bitrate", str(args.bitrate), "--gop", str(args.gop)),
             *(["--stagger"] if args.stagger else []),
+            *(["--independent"] if args.independent else []),
         )
         for name in ("r1", "r2")
     ]
@@ -492,6 +496,7 @@ def main() -> None:
             p.add_argument("--bitrate", type=int, default=1_500_000)
             p.add_argument("--gop", type=int, default=50)
             p.add_argument("--stagger", action="store_true")
+            p.add_argument("--independent", action="store_true")
             a = p.parse_args(sys.argv[2:])
             import uvloop
 
@@ -513,6 +518,11 @@ def main() -> None:
         "--stagger",
         action="store_true",
         help="spread the cameras' keyframes over the GOP (default: all at the same instant)",
+    )
+    p.add_argument(
+        "--independent",
+        action="store_true",
+        help="r2 encodes the camera its own way (independent recorders: never aligned)",
     )
     p.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     p.add_argument(
@@ -550,6 +560,7 @@ def main() -> None:
         "size": f"{args.size[0]}x{args.size[1]}",
         "gop": args.gop,
         "stagger": args.stagger,
+        "independent": args.independent,
         "seconds": args.seconds,
         "cpus": os.cpu_count(),
         "results": rows,
