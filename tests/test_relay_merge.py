@@ -452,3 +452,22 @@ def test_a_different_standby_that_turns_into_a_copy_ahead_is_aligned_again() -> 
     assert aus == cam  # A's pictures, then B's copies ahead of A: each once, in order
     frames = check_numbering(out, m.timeline.ssrc)
     assert len(frames) == len(set(frames))
+
+
+def test_the_stream_starts_on_a_long_fast_start_burst_s_keyframe() -> None:
+    # A recorder's fast start: its whole current GOP (2.4 s at 25 fps, 60 AUs) at once,
+    # then live. The source is chosen after that: the stream starts on the burst's
+    # keyframe, every AU of it once, in order (not at the next keyframe, a GOP later).
+    cam = h264_camera(80, seed=23, gop=100)  # one keyframe: AU 0
+    a, b = Recorder(ssrc=1), Recorder(ssrc=2, seq=900)
+    m = Merger(h264.FORMAT, 90000, random.Random(5))
+    for n in range(60):
+        push_all(m, 0, a.packets(n, cam[n]), 0.0)
+        push_all(m, 1, b.packets(n, cam[n]), 0.001)
+    out = [pkt for pkt, _ in m.start_held(0, 0.01)]
+    m.active = 0
+    for n in range(60, 80):
+        out += push_all(m, 0, a.packets(n, cam[n]), n / FPS)
+        out += push_all(m, 1, b.packets(n, cam[n]), n / FPS + 0.005)
+    assert depacketized(h264.FORMAT, out) == cam
+    assert m.state(1) is MergeState.ALIGNED  # the other recorder found its place

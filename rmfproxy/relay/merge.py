@@ -73,6 +73,11 @@ HISTORY = 256
 """Outbound AUs remembered for matching copies (about 10 s at 25 fps)."""
 RING = 48
 """AUs an unlocated source keeps while it looks for its place (about 2 s at 25 fps)."""
+RING_START = 1000
+RING_START_BYTES = 4 << 20
+"""AUs and bytes a source keeps before anything has gone out: a recorder's fast-start burst
+of a whole GOP (a 4 s GOP at 8 Mbit/s) must keep its keyframe for ``start_held``. Dropped
+as soon as the stream starts."""
 RING_DIFFERENT = 8
 """AUs a source found different keeps: enough to find its place again if it turns into a
 copy of the stream up to 8 AUs ahead (behind, its AUs are found in the history). A
@@ -452,8 +457,12 @@ class Merger:
             src.unmatched += 1
         src.ring.append(au)
         src.ring_bytes += au.payload_bytes
-        keep = RING_DIFFERENT if src.state is MergeState.DIFFERENT else RING
-        while len(src.ring) > keep or src.ring_bytes > RING_BYTES:
+        keep, keep_bytes = RING, RING_BYTES
+        if src.state is MergeState.DIFFERENT:
+            keep = RING_DIFFERENT
+        elif self.head < 0:
+            keep, keep_bytes = RING_START, RING_START_BYTES
+        while len(src.ring) > keep or src.ring_bytes > keep_bytes:
             old = src.ring.popleft()
             src.ring_bytes -= old.payload_bytes
         if src.unmatched >= DIFFERENT_AFTER and src.state is not MergeState.DIFFERENT:
