@@ -258,6 +258,28 @@ class CameraConfig(_Model):
     """Imported while none of its sources answered (``rmfproxy consolidate --probe``): relayed
     like any camera, listed by ``rmfproxy plan`` until the flag is removed."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ceiling_follows_floor(cls, data: Any) -> Any:
+        """A floor above the default ceiling raises the ceiling with it: ``stall_timeout: 2.5``
+        (a central proxy waiting through a site's 2 s GOP, docs/chained.md) means at least
+        2.5 s, not a budget clamped to the default 2 s."""
+        if isinstance(data, dict) and "stall_timeout_max" not in data:
+            floor = data.get("stall_timeout")
+            ceiling = cls.model_fields["stall_timeout_max"].default
+            if isinstance(floor, int | float) and not isinstance(floor, bool) and floor > ceiling:
+                return {**data, "stall_timeout_max": floor}
+        return data
+
+    @model_validator(mode="after")
+    def _floor_under_ceiling(self) -> CameraConfig:
+        if self.stall_timeout > self.stall_timeout_max:
+            raise ValueError(
+                f"stall_timeout_max: {self.stall_timeout_max} is below stall_timeout "
+                f"({self.stall_timeout}); the freeze budget's ceiling cannot be under its floor"
+            )
+        return self
+
     @model_validator(mode="after")
     def _primary_not_cold(self) -> CameraConfig:
         # A cold source's health is unknown until it is needed: the primary would never be

@@ -170,3 +170,26 @@ def test_api_token_comes_from_env_or_file_never_inline(
     assert secret is not None and secret.value == "file-token-0123456789"
     assert "file-token" not in repr(cfg) and str(secret) == "***"
     assert parse_config({"cameras": API_CAMERAS}).api.resolve_token() is None
+
+
+def test_a_freeze_floor_above_the_default_ceiling_raises_the_ceiling() -> None:
+    # docs/chained.md: a central proxy behind a site with 2 s GOPs sets stall_timeout: 2.5.
+    # Clamped to the default 2 s ceiling it switched on a site's normal wait for a keyframe.
+    cfg = parse_config(
+        {"cameras": {"c": {"sources": [{"url": "rtsp://h/c"}], "stall_timeout": 2.5}}}
+    )
+    assert (cfg.cameras["c"].stall_timeout, cfg.cameras["c"].stall_timeout_max) == (2.5, 2.5)
+    cfg = parse_config({"cameras": {"c": {"sources": [{"url": "rtsp://h/c"}]}}})
+    assert (cfg.cameras["c"].stall_timeout, cfg.cameras["c"].stall_timeout_max) == (0.15, 2.0)
+    found = problems(
+        {
+            "cameras": {
+                "c": {
+                    "sources": [{"url": "rtsp://h/c"}],
+                    "stall_timeout": 2.5,
+                    "stall_timeout_max": 1.0,
+                }
+            }
+        }
+    )
+    assert "below stall_timeout" in "".join(found.values()), found
