@@ -190,6 +190,7 @@ def decoded_json(camera: str, result: Any, ended_early: bool) -> dict[str, Any]:
         "decode_errors": result.decode_errors,
         "lost": result.lost(),
         "repeated": result.repeated(),
+        "beyond_span": result.beyond_span(),
         "max_gap_ms": round(result.max_gap_seconds() * 1000, 1),
         "disconnects": 1 if (result.error is not None or ended_early) else 0,
         "errors": [result.error] if result.error else [],

@@ -68,3 +68,8 @@ def test_soak_benchmark_short_run(tmp_path: Path) -> None:
     assert all(c["frames_decoded"] > 100 for c in report["clients"] if c["kind"] == "decoded")
     assert all(c["frames"] > 100 for c in report["clients"] if c["kind"] == "light")
     assert report["decode_errors"] == 0
+    # A picture sent twice is a defect the decoder may not report: counters advance, and
+    # no decoded client saw more pictures than the camera made in its span.
+    assert report["decoded_frames_repeated"] == 0 and report["light_frames_repeated_total"] == 0
+    decoded = [c for c in report["clients"] if c["kind"] == "decoded"]
+    assert all(c["beyond_span"] <= 0 for c in decoded), decoded

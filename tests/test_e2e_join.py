@@ -44,6 +44,7 @@ def assert_clean_joins(results: list[ProbeResult]) -> None:
         assert r.first_packet_key is True, i  # its stream began on a keyframe, not before one
         # A picture sent twice is a defect the decoder may not report: counters must advance.
         assert r.repeated() == 0 and r.frames_decoded <= len(r.counters), i
+        assert r.beyond_span() <= 0, (i, r.beyond_span())
 
 
 async def test_joins_with_two_differently_encoded_h265_sources() -> None:

@@ -43,17 +43,17 @@ class Fanout:
     ) -> None:
         """Send one outbound RTP packet to every sink and remember it in the GOP buffer
         (``now``: the caller's clock, for the buffer's age bound)."""
-        self.send_many(track, ((packet, keyframe_start),), now)
+        is_video = track == self.video_track or self.video_track is None
+        self.send_many(track, ((packet, keyframe_start and is_video),), now)
 
     def send_many(
         self, track: int, packets: Sequence[tuple[bytes | bytearray, bool]], now: float
     ) -> None:
         """Send outbound RTP packets ``(packet, keyframe_start)`` of one track, in order (an
-        access unit or a few: one call per sink, not one per packet)."""
+        access unit or a few: one call per sink, not one per packet). A keyframe starts
+        only on the video track: the caller flags no other packet."""
         if not packets:
             return
-        if track != self.video_track and self.video_track is not None:
-            packets = [(pkt, False) for pkt, _ in packets]  # keyframes start on video only
         push = self.gop.push
         for packet, keyframe_start in packets:
             # An oversized or overlong GOP is not kept: new clients then wait for the next
